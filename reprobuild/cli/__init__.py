@@ -1,0 +1,1 @@
+"""The `reprobuild` command line: argument parsing, rich output, exit codes."""

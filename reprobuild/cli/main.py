@@ -1,0 +1,260 @@
+"""Entry point: parse the command line, open the project, call the engine, exit.
+
+Every flag lives here; the engine gets explicit option objects. Heavy
+libraries (dask, fsspec, polars, scikit-learn) are never imported here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from pathlib import Path
+
+from .. import __version__
+from ..errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, ReprobuildError, UsageError
+
+
+def _global_options(suppress: bool) -> argparse.ArgumentParser:
+    """Global options, accepted before and after the command name.
+
+    The copy on the subcommands has SUPPRESS defaults, so that
+    `reprobuild -f X build` is not reset by the subcommand's own default.
+    """
+    kw = {"default": argparse.SUPPRESS} if suppress else {}
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-f", "--file", metavar="PATH", help="pipeline file, or a folder holding reprobuild.yaml",
+                        **kw)
+    common.add_argument("--cache-dir", metavar="DIR", help="cache folder (overrides cache: and REPROBUILD_CACHE_DIR)",
+                        **kw)
+    common.add_argument("-v", "--verbose", action="store_true", help="more detail; tracebacks on errors", **kw)
+    common.add_argument("-q", "--quiet", action="store_true", help="only errors", **kw)
+    return common
+
+
+def parser() -> argparse.ArgumentParser:
+    common = _global_options(suppress=True)
+    p = argparse.ArgumentParser(prog="reprobuild", parents=[_global_options(suppress=False)],
+                                description="Reproducible builds for ML pipelines.")
+    p.add_argument("--version", action="version", version=f"reprobuild {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name, help_text):
+        return sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+
+    add("init", "write a starter reprobuild.yaml, params.yaml and cache .gitignore")
+
+    b = add("build", "bring targets (stage names or output paths; default all) up to date")
+    b.add_argument("targets", nargs="*", metavar="TARGET")
+    b.add_argument("-j", "--jobs", type=int, default=1, help="stages run at once (0: one per CPU)")
+    b.add_argument("-n", "--dry-run", action="store_true", help="print each stage's fate and why; change nothing")
+    b.add_argument("--force", action="store_true", help="run the selected stages even when up to date")
+    b.add_argument("-k", "--keep-going", action="store_true", help="after a failure, build what does not depend on it")
+    b.add_argument("--no-run-cache", action="store_true", help="never restore outputs from run records")
+    b.add_argument("--no-wait", action="store_true", help="fail at once when another build holds the workspace")
+
+    s = add("status", "every out-of-date stage and every reason")
+    s.add_argument("targets", nargs="*", metavar="TARGET")
+    s.add_argument("--check", action="store_true", help="exit 1 when anything is stale")
+    s.add_argument("--json", action="store_true", help="print JSON")
+
+    c = add("checkout", "make the workspace's outputs match the lockfile, from the cache")
+    c.add_argument("targets", nargs="*", metavar="STAGE")
+
+    m = add("commit", "record the workspace as it is into the lockfile, without running")
+    m.add_argument("targets", nargs="*", metavar="STAGE")
+
+    g = add("gc", "remove cache objects that no kept lockfile refers to")
+    scope = g.add_mutually_exclusive_group()
+    scope.add_argument("--workspace", action="store_true", help="keep what the workspace's lockfiles name (default)")
+    scope.add_argument("--all-commits", action="store_true", help="also keep what any git commit's lockfiles name")
+    g.add_argument("-n", "--dry-run", action="store_true", help="only list what would be removed")
+
+    cache = add("cache", "cache upkeep")
+    cache_sub = cache.add_subparsers(dest="cache_command", metavar="ACTION")
+    cache_sub.add_parser("verify", parents=[common], help="re-hash every object; quarantine corrupt ones")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if not args.command:
+        parser().print_help()
+        return EXIT_USAGE
+    try:
+        return COMMANDS[args.command](args)
+    except ReprobuildError as exc:
+        _error(str(exc), exc.hint, args.verbose)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _error("interrupted", None, args.verbose)
+        return EXIT_INTERRUPTED
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        _error(f"{exc.strerror or exc}{where}", None, args.verbose)
+        return EXIT_USAGE
+    except Exception as exc:  # a bug: still one line unless -v
+        _error(f"unexpected {type(exc).__name__}: {exc}", "run with -v for the traceback, and report it",
+               args.verbose)
+        return EXIT_USAGE
+
+
+def _error(message: str, hint: str | None, verbose: bool) -> None:
+    if verbose and sys.exc_info()[0] is not None:
+        traceback.print_exc()
+    line = f"error: {message}"
+    if hint:
+        line += f" ({hint})"
+    print(line, file=sys.stderr)
+
+
+def _open(args):
+    from ..project import Project
+
+    return Project.open(args.file, args.cache_dir)
+
+
+def _reporter(args, jobs: int = 1):
+    from .console import ConsoleReporter, make_console
+
+    return ConsoleReporter(make_console(), verbose=args.verbose, quiet=args.quiet,
+                           prefix_output=jobs != 1)
+
+
+def cmd_init(args) -> int:
+    from .init import run_init
+
+    folder = Path(args.file or ".").absolute()
+    for path in run_init(folder):
+        if not args.quiet:
+            print(f"wrote {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
+    return EXIT_OK
+
+
+def cmd_build(args) -> int:
+    from ..engine import BuildOptions, build
+
+    if args.jobs < 0:
+        raise UsageError("-j takes a number >= 0")
+    project = _open(args)
+    opts = BuildOptions(targets=tuple(args.targets), dry_run=args.dry_run, force=args.force,
+                        keep_going=args.keep_going, run_cache=not args.no_run_cache,
+                        jobs=args.jobs, wait=not args.no_wait)
+    summary = build(project, opts, _reporter(args, args.jobs))
+    if summary.interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if summary.ok else EXIT_FAILED
+
+
+def cmd_status(args) -> int:
+    from ..engine import plan
+
+    project = _open(args)
+    entries, problem = project.read_lock()
+    decisions = plan(project, project.select(args.targets), entries)
+    project.save_stats()
+    stale = [d for d in decisions if d.stale]
+    if args.json:
+        doc = {"stages": {d.stage: {"fate": d.fate, "reasons": d.reasons} for d in decisions},
+               "stale": [d.stage for d in stale]}
+        if problem:
+            doc["warning"] = problem
+        print(json.dumps(doc, indent=2))
+    elif not args.quiet:
+        from .console import ConsoleReporter, make_console
+
+        reporter = ConsoleReporter(make_console())
+        if problem:
+            reporter.warning(problem)
+        for d in stale:
+            reporter.stage_planned(d)
+        if not stale:
+            print(f"{len(decisions)} stages up to date")
+    return EXIT_FAILED if args.check and stale else EXIT_OK
+
+
+def cmd_checkout(args) -> int:
+    from ..engine import checkout
+
+    project = _open(args)
+    entries, problem = project.read_lock()
+    if problem:
+        raise UsageError(problem)
+    names = project.select(args.targets) if args.targets else None
+    result = checkout(project, entries, names)
+    return _report_checkout(result, args)
+
+
+def _report_checkout(result, args) -> int:
+    if not args.quiet:
+        for path in result.restored:
+            print(f"restored {path}")
+        print(f"{len(result.restored)} restored, {len(result.unchanged)} already in place, "
+              f"{len(result.missing)} missing from the cache")
+    for item in result.missing:
+        print(f"missing from the cache: {item}", file=sys.stderr)
+    return EXIT_FAILED if result.missing else EXIT_OK
+
+
+def cmd_commit(args) -> int:
+    from ..engine import commit
+    from ..reporter import Reporter
+
+    project = _open(args)
+    names = project.select(args.targets) if args.targets else list(project.pipeline.stages)
+    if args.targets:  # only the named stages, not their upstream
+        names = [n for n in names if n in set(_expand_names(project, args.targets))]
+    done = commit(project, names, Reporter())
+    if not args.quiet:
+        for name in done:
+            print(f"committed {name}")
+    return EXIT_OK
+
+
+def _expand_names(project, targets):
+    from ..graph import resolve_target
+
+    for t in targets:
+        yield from resolve_target(t, project.pipeline, project.outs, str(project.ws.dir))
+
+
+def cmd_gc(args) -> int:
+    from ..gc import collect
+
+    project = _open(args)
+    from .console import make_console
+
+    err = make_console(stderr=True)
+    with project.cache.using(exclusive=True,
+                             on_wait=lambda: err.print("waiting for running builds to finish with the cache...")):
+        result = collect(project.cache, project.ws.root, all_commits=args.all_commits, dry_run=args.dry_run)
+    if not args.quiet:
+        verb = "would remove" if args.dry_run else "removed"
+        if args.dry_run or args.verbose:
+            for name in result.objects:
+                print(f"{verb} object {name}")
+            for key in result.runs:
+                print(f"{verb} run record {key}")
+        print(f"{verb} {len(result.objects)} objects ({result.bytes:,} bytes) and {len(result.runs)} run records; "
+              f"kept what {result.lockfiles} lockfile version(s) name")
+    return EXIT_OK
+
+
+def cmd_cache(args) -> int:
+    if args.cache_command != "verify":
+        raise UsageError("usage: reprobuild cache verify")
+    project = _open(args)
+    report = project.cache.verify()
+    for name in report.corrupt:
+        print(f"corrupt: {name} (moved to {project.cache.quarantine_dir})", file=sys.stderr)
+    if not args.quiet:
+        print(f"checked {report.checked} objects: {len(report.corrupt)} corrupt"
+              + (f"; swept {report.swept_tmp} stale temp files" if report.swept_tmp else ""))
+    return EXIT_FAILED if report.corrupt else EXIT_OK
+
+
+COMMANDS = {
+    "init": cmd_init, "build": cmd_build, "status": cmd_status, "checkout": cmd_checkout,
+    "commit": cmd_commit, "gc": cmd_gc, "cache": cmd_cache,
+}

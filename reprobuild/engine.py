@@ -1,0 +1,385 @@
+"""Bringing stages up to date: plan (pure decisions), build, commit, checkout.
+
+The engine never prints; it reports events to a Reporter. Options arrive as
+one frozen BuildOptions. A failed stage is a value (recorded in the summary),
+so `--keep-going` is just "keep scheduling what does not depend on it".
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from concurrent.futures import FIRST_COMPLETED, wait
+from dataclasses import dataclass, field
+
+from . import decision as dmod, lockfile
+from .cache import CorruptObject, MissingObject
+from .decision import RESTORE, RUN, SKIP, Decision
+from .executors import Job
+from .hashing import Meta
+from .project import Project
+from .reporter import Reporter
+from .wslock import workspace_lock
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    targets: tuple[str, ...] = ()
+    dry_run: bool = False
+    force: bool = False
+    keep_going: bool = False
+    run_cache: bool = True
+    jobs: int = 1
+    wait: bool = True
+    executor: str = "local"
+    scheduler: str | None = None
+
+
+@dataclass
+class Summary:
+    ran: list[str] = field(default_factory=list)
+    restored: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    blocked: list[str] = field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.blocked and not self.interrupted
+
+
+class Interrupted(Exception):
+    pass
+
+
+# -- planning ---------------------------------------------------------------
+
+def plan(project: Project, names: list[str], entries: dict, force: bool = False,
+         run_cache: bool = True) -> list[Decision]:
+    """Every stage's fate if built now, in build order, without touching anything.
+
+    A stage downstream of one that will run cannot know its inputs yet: those
+    inputs are 'unknown' and it gets `upstream: NAME` as a reason. Outputs an
+    upstream stage will restore are known from its run record.
+    """
+    remade: dict[str, str] = {}  # out path -> stage that will remake it
+    known: dict[str, Meta] = {}  # out path -> its content, for outs that will be restored
+    decisions = []
+    for name in names:
+        stage = project.pipeline.stages[name]
+
+        def pending(path, _self=name):
+            for out in project.outs.related(path):
+                owner = remade.get(out)
+                if owner and owner != _self:
+                    return owner
+            return None
+
+        d = dmod.decide(stage, entries.get(name), project.prober, project.cache,
+                        force=force, run_cache=run_cache, pending=pending, known=known)
+        if d.fate != SKIP:
+            for out in stage.outs:
+                remade[out.path] = name
+        if d.fate == RESTORE:
+            known.update((p.rstrip("/"), m) for p, m in d.record.items())
+        decisions.append(d)
+    return decisions
+
+
+# -- building ---------------------------------------------------------------
+
+def build(project: Project, opts: BuildOptions, reporter: Reporter) -> Summary:
+    names = project.select(opts.targets)
+    if opts.dry_run:
+        entries, problem = project.read_lock()
+        if problem:
+            reporter.warning(problem)
+        for d in plan(project, names, entries, opts.force, opts.run_cache):
+            reporter.stage_planned(d)
+        return Summary()
+    project.cache.ensure()
+    with workspace_lock(project.ws.state_dir, opts.wait, reporter.waiting_for_lock), project.cache.using():
+        entries, problem = project.read_lock()
+        if problem:
+            reporter.warning(problem)
+        writer = lockfile.LockWriter(project.ws.lock_file, entries, known=set(project.pipeline.stages))
+        try:
+            return Builder(project, opts, reporter, entries, writer).run(names)
+        finally:
+            writer.close()
+            project.save_stats()
+
+
+class Builder:
+    def __init__(self, project: Project, opts: BuildOptions, reporter: Reporter, entries, writer):
+        self.p = project
+        self.opts = opts
+        self.reporter = reporter
+        self.entries = entries
+        self.writer = writer
+        self.summary = Summary()
+
+    def run(self, names: list[str]) -> Summary:
+        from .executors.local import LocalExecutor
+
+        selected = set(names)
+        waiting = {n: {u for u in self.p.graph.predecessors(n) if u in selected} for n in names}
+        ready = [n for n in names if not waiting[n]]
+        order = {n: i for i, n in enumerate(names)}
+        bad: dict[str, str] = {}   # stage -> the failed stage it stands behind
+        running: dict = {}         # future -> (decision, job)
+        jobs = self.opts.jobs if self.opts.jobs > 0 else (os.cpu_count() or 1)
+        executor = LocalExecutor(jobs, on_line=self.reporter.stage_output)
+        self.reporter.build_started(names)
+        stop = False
+        restore_signals = _install_interrupt(executor, self)
+        try:
+            while ready or running:
+                while ready and not stop and self._busy_cpus(running) < jobs:
+                    name = ready.pop(0)
+                    if name in bad:
+                        self.summary.blocked.append(name)
+                        self.reporter.stage_blocked(name, bad[name])
+                        done_name, failed = name, True
+                    else:
+                        job_d = self._start(name, executor, running)
+                        if job_d is None:
+                            continue  # submitted
+                        done_name, failed = name, job_d == "failed"
+                    ready = self._release(done_name, failed, waiting, ready, order, bad)
+                    if failed and not self.opts.keep_going:
+                        stop = True
+                if not running:
+                    if stop:
+                        break
+                    continue
+                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for fut in sorted(done, key=lambda f: order[running[f][0].stage]):
+                    d, job = running.pop(fut)
+                    failed = not self._finish(d, job, fut)
+                    ready = self._release(d.stage, failed, waiting, ready, order, bad)
+                    if failed and not self.opts.keep_going:
+                        stop = True
+                if self.summary.interrupted:
+                    stop = True
+            if stop and not self.opts.keep_going:
+                for name in names:
+                    if name not in self._accounted():
+                        self.summary.blocked.append(name)
+        finally:
+            restore_signals()
+            executor.shutdown()
+        self.reporter.build_finished(self.summary)
+        return self.summary
+
+    def _accounted(self) -> set:
+        s = self.summary
+        return {*s.ran, *s.restored, *s.skipped, *s.failed, *s.blocked}
+
+    def _busy_cpus(self, running) -> int:
+        return sum(self.p.pipeline.stages[d.stage].cpus for d, _ in running.values())
+
+    def _release(self, name, failed, waiting, ready, order, bad):
+        """Mark `name` done; downstream stages whose upstream all ended become ready."""
+        for succ in self.p.graph.successors(name):
+            if succ not in waiting:
+                continue
+            if failed:
+                bad.setdefault(succ, bad.get(name, name))
+            waiting[succ].discard(name)
+            if not waiting[succ] and succ not in ready:
+                ready.append(succ)
+        ready.sort(key=order.__getitem__)
+        return ready
+
+    def _start(self, name, executor, running):
+        """Skip, restore or submit one stage. Returns None when submitted, else 'ok'/'failed'."""
+        stage = self.p.pipeline.stages[name]
+        d = dmod.decide(stage, self.entries.get(name), self.p.prober, self.p.cache,
+                        force=self.opts.force, run_cache=self.opts.run_cache)
+        if d.fate == SKIP:
+            self.summary.skipped.append(name)
+            self.reporter.stage_skipped(d)
+            return "ok"
+        missing = [p for p in d.state.unknown]
+        if missing:
+            return self._fail(name, f"dep missing: {missing[0]}")
+        if d.fate == RESTORE:
+            try:
+                self._restore(d)
+                self.summary.restored.append(name)
+                self.reporter.stage_restored(d)
+                return "ok"
+            except (CorruptObject, MissingObject) as exc:
+                self.reporter.warning(f"stage '{name}': cache object {exc} is missing or corrupt; running instead")
+                d = Decision(d.stage, RUN, d.reasons, d.state)
+        self._prepare_outs(stage)
+        job = Job(stage=name, cmds=stage.cmd, cwd=self.p.prober.abspath(stage.wdir),
+                  log_path=str(self.p.ws.state_dir / "logs" / f"{name}.log"), cpus=stage.cpus)
+        self.reporter.stage_started(d)
+        running[executor.submit(job)] = (d, job)
+        return None
+
+    def _fail(self, name, message, log_tail=""):
+        self.summary.failed[name] = message
+        self.reporter.stage_failed(name, message, log_tail)
+        return "failed"
+
+    def _prepare_outs(self, stage) -> None:
+        from .fsutil import remove_path
+        from pathlib import Path
+
+        for out in stage.outs:
+            path = self.p.prober.abspath(out.path)
+            if out.persist:
+                continue
+            remove_path(Path(path))
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+
+    def _restore(self, d: Decision) -> None:
+        for path, meta in d.record.items():
+            self.p.cache.restore(meta, self.p.prober.abspath(path.rstrip("/")), self.p.hasher)
+        self._record(d, dict(d.record), write_run=False)
+
+    def _finish(self, d: Decision, job: Job, fut) -> bool:
+        """After a run: check outs, store them, write the run record and the lock entry."""
+        name = d.stage
+        stage = self.p.pipeline.stages[name]
+        try:
+            result = fut.result()
+        except Exception as exc:  # an executor failure, not the command's
+            self._fail(name, f"could not run: {exc}")
+            return False
+        if result.returncode != 0:
+            if result.returncode in (130, -signal.SIGINT, -signal.SIGTERM, 143) and self.summary.interrupted:
+                self._fail(name, "interrupted")
+            else:
+                self._fail(name, f"command exited with {result.returncode}: {result.failed_cmd}",
+                           _tail(job.log_path))
+            return False
+        missing = [o.path for o in stage.outs if not os.path.lexists(self.p.prober.abspath(o.path))]
+        if missing:
+            self._fail(name, f"out missing after run: {missing[0]}")
+            return False
+        after = self.p.prober.state(stage)
+        if after.key != d.state.key:
+            changed = dmod.input_reasons(stage, d.state.lock_entry({}), after, [])
+            self._fail(name, "inputs changed while it ran (" + ", ".join(changed or ["?"]) +
+                       "); its result is not recorded")
+            return False
+        outs: dict[str, Meta] = {}
+        for out in stage.outs:
+            path = self.p.prober.abspath(out.path)
+            meta = self.p.cache.insert(path, self.p.hasher) if out.cache else self.p.hasher.path(path)
+            outs[dmod.lock_path(out.path, meta)] = meta
+        self._record(d, outs, write_run=all(o.cache for o in stage.outs))
+        self.summary.ran.append(name)
+        self.reporter.stage_finished(d, result.seconds)
+        return True
+
+    def _record(self, d: Decision, outs: dict[str, Meta], write_run: bool) -> None:
+        entry = d.state.lock_entry(dict(sorted(outs.items())))
+        if write_run:
+            self.p.cache.write_run(d.state.key, d.stage, outs)
+        self.entries[d.stage] = entry
+        self.writer.update(d.stage, entry)
+
+
+def _tail(log_path: str, lines: int = 20) -> str:
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 8192))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _install_interrupt(executor, builder):
+    """First Ctrl-C/SIGTERM: start nothing new, terminate running stages. Second: kill them."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum, frame):
+        kill = builder.summary.interrupted
+        builder.summary.interrupted = True
+        executor.terminate(kill=kill)
+
+    for s in previous:
+        signal.signal(s, handler)
+
+    def restore():
+        for s, h in previous.items():
+            signal.signal(s, h)
+    return restore
+
+
+# -- commit and checkout ----------------------------------------------------
+
+def commit(project: Project, names: list[str], reporter: Reporter) -> list[str]:
+    """Record the workspace as it is for these stages; returns the stages recorded."""
+    project.cache.ensure()
+    done = []
+    with workspace_lock(project.ws.state_dir), project.cache.using():
+        entries, _ = project.read_lock()
+        writer = lockfile.LockWriter(project.ws.lock_file, entries, known=set(project.pipeline.stages))
+        for name in names:
+            stage = project.pipeline.stages[name]
+            state = project.prober.state(stage)
+            if state.unknown:
+                raise_missing(name, state.unknown[0], "dep")
+            outs = {}
+            for out in stage.outs:
+                path = project.prober.abspath(out.path)
+                if not os.path.lexists(path):
+                    raise_missing(name, out.path, "out")
+                meta = project.cache.insert(path, project.hasher) if out.cache else project.hasher.path(path)
+                outs[dmod.lock_path(out.path, meta)] = meta
+            if all(o.cache for o in stage.outs):
+                project.cache.write_run(state.key, name, outs)
+            writer.update(name, state.lock_entry(dict(sorted(outs.items()))))
+            done.append(name)
+        writer.close()
+        project.save_stats()
+    return done
+
+
+def raise_missing(stage, path, what):
+    from .errors import UsageError
+
+    raise UsageError(f"stage '{stage}': {what} '{path}' does not exist; nothing to commit")
+
+
+@dataclass
+class CheckoutResult:
+    restored: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)   # "stage: path" the cache lacks
+
+
+def checkout(project: Project, entries: dict, names: list[str] | None = None) -> CheckoutResult:
+    """Make workspace outs match `entries` (a lockfile's stages) from the cache; runs nothing."""
+    result = CheckoutResult()
+    with workspace_lock(project.ws.state_dir), project.cache.using():
+        for name in sorted(entries) if names is None else names:
+            entry = entries.get(name) or {}
+            for path, d in sorted((entry.get("outs") or {}).items()):
+                meta = Meta.from_lock(d)
+                if meta is None:
+                    continue
+                rel = path.rstrip("/")
+                current = project.prober.meta(rel)
+                if current is not None and current.hash == meta.hash:
+                    result.unchanged.append(rel)
+                    continue
+                try:
+                    project.cache.restore(meta, project.prober.abspath(rel), project.hasher)
+                    result.restored.append(rel)
+                except (MissingObject, CorruptObject):
+                    result.missing.append(f"{name}: {rel}")
+        project.save_stats()
+    return result

@@ -1,0 +1,94 @@
+"""Removing cache objects and run records that no kept lockfile refers to.
+
+Kept lockfiles: every `reprobuild.lock` in the workspace (so pipelines that
+share one cache keep each other's objects), and with `all_commits` every
+version of them in git history. The caller holds the cache's exclusive lock
+(cache.py), so no build, in this workspace or another sharing the cache, has
+objects in flight that no lockfile names yet.
+"""
+
+from __future__ import annotations
+
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import gitrev, lockfile
+from .cache import Cache, CorruptObject, MissingObject
+from .workspace import LOCK_FILE, STATE_DIR
+
+
+@dataclass
+class GcResult:
+    objects: list[str] = field(default_factory=list)
+    runs: list[str] = field(default_factory=list)
+    bytes: int = 0
+    lockfiles: int = 0
+
+
+def workspace_lockfiles(root: Path, cache_root: Path) -> list[Path]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                             and Path(dirpath, d) != cache_root and d != STATE_DIR)
+        if LOCK_FILE in filenames:
+            found.append(Path(dirpath, LOCK_FILE))
+    return found
+
+
+def kept_entries(root: Path, cache_root: Path, all_commits: bool) -> tuple[list[dict], int]:
+    """Stage entries of every kept lockfile, and how many lockfile versions were read."""
+    entries, versions = [], 0
+    files = workspace_lockfiles(root, cache_root)
+    for path in files:
+        stages, _ = lockfile.read(path)
+        entries.extend(stages.values())
+        versions += 1
+    if all_commits:
+        top = gitrev.require_repo(root)
+        paths = {str(p.relative_to(top)) for p in files}
+        for rel in sorted(paths):
+            for commit in gitrev.commits_touching(top, rel):
+                text = gitrev.show(top, commit, rel)
+                if text:
+                    stages, _ = lockfile.parse(text)
+                    entries.extend(stages.values())
+                    versions += 1
+    return entries, versions
+
+
+def collect(cache: Cache, root: Path, all_commits: bool = False, dry_run: bool = False) -> GcResult:
+    entries, versions = kept_entries(root, cache.root, all_commits)
+    keep_objects: set[tuple[str, bool]] = set()
+    keep_runs: set[str] = set()
+    for entry in entries:
+        keep_runs.add(entry["key"])
+        for d in (entry.get("outs") or {}).values():
+            if not isinstance(d, dict) or "hash" not in d:
+                continue
+            is_dir = d.get("nfiles") is not None
+            keep_objects.add((d["hash"], is_dir))
+            if is_dir:
+                try:
+                    keep_objects.update((e["hash"], False) for e in cache.read_manifest(d["hash"]))
+                except (MissingObject, CorruptObject):
+                    pass
+    result = GcResult(lockfiles=versions)
+    for path, digest, is_dir in list(cache.iter_objects()):
+        if (digest, is_dir) in keep_objects:
+            continue
+        result.objects.append(digest + (".dir" if is_dir else ""))
+        result.bytes += path.stat().st_size
+        if not dry_run:
+            os.chmod(path, 0o644)
+            path.unlink()
+    for path, key in list(cache.iter_runs()):
+        if key in keep_runs:
+            continue
+        result.runs.append(key)
+        if not dry_run:
+            path.unlink()
+    if not dry_run:
+        cache.sweep_tmp()
+    return result

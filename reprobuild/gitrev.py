@@ -1,0 +1,43 @@
+"""Reading files of git revisions through the `git` command (never by reading .git)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from .errors import GitError
+
+
+def _git(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    try:
+        proc = subprocess.run(["git", *args], cwd=cwd, capture_output=True)
+    except FileNotFoundError:
+        raise GitError("git is not installed; revisions cannot be read") from None
+    if check and proc.returncode != 0:
+        msg = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise GitError(f"git {' '.join(args[:2])}: {msg[-1] if msg else 'failed'}")
+    return proc
+
+
+def require_repo(cwd: Path) -> Path:
+    proc = _git(cwd, "rev-parse", "--show-toplevel", check=False)
+    if proc.returncode != 0:
+        raise GitError(f"{cwd} is not in a git repository; revisions need git history")
+    return Path(proc.stdout.decode().strip())
+
+
+def show(cwd: Path, rev: str, path_in_repo: str) -> str | None:
+    """Text of a file at a revision, None when the revision lacks it; a bad rev raises."""
+    verify = _git(cwd, "rev-parse", "--verify", "--quiet", rev + "^{commit}", check=False)
+    if verify.returncode != 0:
+        raise GitError(f"unknown git revision '{rev}'")
+    proc = _git(cwd, "show", f"{rev}:{path_in_repo}", check=False)
+    if proc.returncode != 0:
+        return None
+    return proc.stdout.decode("utf-8", errors="replace")
+
+
+def commits_touching(cwd: Path, path_in_repo: str) -> list[str]:
+    """Every commit, on every ref, that changed the file."""
+    proc = _git(cwd, "log", "--all", "--format=%H", "--", path_in_repo)
+    return proc.stdout.decode().split()

@@ -1,0 +1,182 @@
+"""Content hashes of files and folders, with a stat cache so unchanged files are read once.
+
+- A file's hash is XXH3-128 of its bytes (32 hex digits), read in 4 MiB
+  chunks: memory stays bounded whatever the file's size.
+- A folder's hash is XXH3-128 of its manifest: the sorted list of
+  `{"path", "hash", "size", "exec"}` of every file below it (paths relative
+  to the folder, `/`-separated), as canonical JSON (see `manifest_bytes`).
+  Empty folders are not part of it, as in git. The same manifest is stored in
+  the cache as the `<hash>.dir` object.
+
+Stat cache (`<cache>/statcache.json`): a JSON object `{"schema": 1,
+"entries": {ABSOLUTE_PATH: [inode, size, mtime_ns, hash]}}`. A file whose
+inode, size and mtime_ns all match is not read again. An entry is kept only
+when the file's mtime is at least RACY_NS older than the moment it was hashed:
+a file written again within the filesystem's timestamp granularity could
+otherwise keep a stale hash (git's "racy clean" problem). The file is a cache:
+when unreadable it is ignored, and it is written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat as stat_mod
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import xxhash
+
+from .fsutil import atomic_write
+
+CHUNK = 4 * 1024 * 1024
+RACY_NS = 1_000_000_000
+STATCACHE_SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class Meta:
+    """What the lockfile records of one path."""
+
+    hash: str
+    size: int
+    nfiles: int | None = None  # folders only
+
+    @property
+    def is_dir(self) -> bool:
+        return self.nfiles is not None
+
+    def to_lock(self) -> dict:
+        d = {"hash": self.hash, "size": self.size}
+        if self.nfiles is not None:
+            d["nfiles"] = self.nfiles
+        return d
+
+    @classmethod
+    def from_lock(cls, d) -> "Meta | None":
+        if not isinstance(d, dict) or not isinstance(d.get("hash"), str):
+            return None
+        return cls(d["hash"], int(d.get("size", 0)), d.get("nfiles"))
+
+
+def hash_bytes(data: bytes) -> str:
+    return xxhash.xxh3_128_hexdigest(data)
+
+
+def hash_stream(f, buf: bytearray | None = None) -> tuple[str, int]:
+    h = xxhash.xxh3_128()
+    buf = buf or bytearray(CHUNK)
+    view = memoryview(buf)
+    size = 0
+    while True:
+        n = f.readinto(buf)
+        if not n:
+            break
+        h.update(view[:n])
+        size += n
+    return h.hexdigest(), size
+
+
+def hash_file_raw(path) -> tuple[str, int]:
+    with open(path, "rb", buffering=0) as f:
+        return hash_stream(f)
+
+
+def manifest_bytes(entries: list[dict]) -> bytes:
+    """Canonical JSON of a folder manifest (entries sorted by path)."""
+    return json.dumps(entries, sort_keys=True, separators=(",", ":")).encode()
+
+
+class StatCache:
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.entries: dict[str, list] = {}
+        self.dirty = False
+        if path is not None:
+            try:
+                with open(path, encoding="utf-8") as f:
+                    data = json.load(f)
+                if data.get("schema") == STATCACHE_SCHEMA and isinstance(data.get("entries"), dict):
+                    self.entries = data["entries"]
+            except (OSError, ValueError, AttributeError):
+                pass  # missing or corrupt: just a cold cache
+
+    def lookup(self, path: str, st: os.stat_result) -> str | None:
+        e = self.entries.get(path)
+        if e and e[0] == st.st_ino and e[1] == st.st_size and e[2] == st.st_mtime_ns:
+            return e[3]
+        return None
+
+    def record(self, path: str, st: os.stat_result, digest: str) -> None:
+        if time.time_ns() - st.st_mtime_ns < RACY_NS:
+            return
+        self.entries[path] = [st.st_ino, st.st_size, st.st_mtime_ns, digest]
+        self.dirty = True
+
+    def save(self) -> None:
+        """Merge with what another process saved meanwhile, then replace atomically."""
+        if self.path is None or not self.dirty:
+            return
+        on_disk = StatCache(self.path).entries
+        on_disk.update(self.entries)
+        # forget files that are gone, so the cache does not grow forever
+        live = {p: e for p, e in on_disk.items() if os.path.lexists(p)} if len(on_disk) > 50_000 else on_disk
+        data = json.dumps({"schema": STATCACHE_SCHEMA, "entries": live}, separators=(",", ":"))
+        try:
+            atomic_write(self.path, data.encode())
+        except OSError:
+            return  # a read-only cache still builds; it just hashes again next time
+        self.dirty = False
+
+
+class Hasher:
+    """Hashes workspace paths through the stat cache."""
+
+    def __init__(self, stat_cache: StatCache):
+        self.stats = stat_cache
+
+    def file(self, path: str, st: os.stat_result | None = None) -> Meta:
+        st = st or os.stat(path)
+        digest = self.stats.lookup(path, st)
+        if digest is None:
+            digest, _ = hash_file_raw(path)
+            self.stats.record(path, st, digest)
+        return Meta(digest, st.st_size)
+
+    def manifest(self, folder: str) -> list[dict]:
+        entries = []
+        for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+            dirnames.sort()
+            for name in filenames:
+                full = os.path.join(dirpath, name)
+                st = os.stat(full)
+                if not stat_mod.S_ISREG(st.st_mode):
+                    continue  # sockets, fifos: not content
+                meta = self.file(full, st)
+                rel = os.path.relpath(full, folder).replace(os.sep, "/")
+                entries.append({"path": rel, "hash": meta.hash, "size": meta.size,
+                                "exec": bool(st.st_mode & 0o111)})
+            # symlinked folders are followed as content
+            for d in list(dirnames):
+                if os.path.islink(os.path.join(dirpath, d)):
+                    sub = os.path.join(dirpath, d)
+                    for e in self.manifest(sub):
+                        entries.append({**e, "path": os.path.relpath(os.path.join(sub, e["path"]), folder)
+                                        .replace(os.sep, "/")})
+        entries.sort(key=lambda e: e["path"])
+        return entries
+
+    def path(self, path: str) -> Meta | None:
+        """Meta of a file or folder, None when it does not exist."""
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if stat_mod.S_ISDIR(st.st_mode):
+            return folder_meta(self.manifest(path))
+        return self.file(path, st)
+
+
+def folder_meta(entries: list[dict]) -> Meta:
+    return Meta(hash_bytes(manifest_bytes(entries)), sum(e["size"] for e in entries), len(entries))

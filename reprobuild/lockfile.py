@@ -1,0 +1,142 @@
+"""The lockfile (`reprobuild.lock`): the exact lineage of every stage's outputs.
+
+Format (YAML, schema 1):
+
+    schema: 1
+    stages:                      # sorted by stage name
+      NAME:
+        key: <32 hex>            # XXH3-128 of the stage's canonical inputs (see keys.py)
+        cmd: STR | [STR, ...]    # expanded
+        wdir: PATH               # only when not the pipeline folder
+        code: {PATH: {hash, size}}
+        deps: {PATH: {hash, size[, nfiles]}}        # folders end in '/' and have nfiles
+        params: {dotted.key: value}
+        env: {python, platform, packages, vars, files}
+        outs: {PATH: {hash, size[, nfiles]}}
+
+Paths are relative to the pipeline folder. There are no timestamps, absolute
+paths, user or host names, and every mapping is written in a fixed order, so
+the same inputs always give a byte-identical file and a clean git diff.
+It is written atomically (temp file + rename). A lockfile that cannot be
+read, or of another schema, is not an error: it means "rebuild everything",
+and the reader says so.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import yaml
+
+from .fsutil import atomic_write
+
+try:
+    from yaml import CSafeDumper as _Dumper, CSafeLoader as _Loader
+except ImportError:  # pragma: no cover
+    from yaml import SafeDumper as _Dumper, SafeLoader as _Loader  # type: ignore[assignment]
+
+SCHEMA = 1
+ENTRY_ORDER = ("key", "cmd", "wdir", "code", "deps", "params", "env", "outs")
+
+
+class _Flow(dict):
+    """A mapping written on one line: `{hash: ..., size: ...}`."""
+
+
+class _LockDumper(_Dumper):
+    pass
+
+
+_LockDumper.add_representer(_Flow, lambda d, data: d.represent_mapping(
+    "tag:yaml.org,2002:map", data.items(), flow_style=True))
+
+
+def read(path: Path) -> tuple[dict, str | None]:
+    """(stages, problem). A missing file is empty with no problem; a bad one is empty with one."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}, None
+    except (OSError, UnicodeDecodeError) as exc:
+        return {}, f"cannot read {path.name} ({exc}); treating every stage as new"
+    return parse(text, path.name)
+
+
+def parse(text: str, name: str = "reprobuild.lock") -> tuple[dict, str | None]:
+    try:
+        data = yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError:
+        return {}, f"{name} is not valid YAML; treating every stage as new"
+    if data is None:
+        return {}, None
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA or not isinstance(data.get("stages"), dict):
+        return {}, f"{name} has an unknown format or schema; treating every stage as new"
+    stages = {k: v for k, v in data["stages"].items() if isinstance(v, dict) and isinstance(v.get("key"), str)}
+    return stages, None
+
+
+def dumps(stages: dict) -> str:
+    body = {"schema": SCHEMA, "stages": {name: _ordered(stages[name]) for name in sorted(stages)}}
+    return yaml.dump(body, Dumper=_LockDumper, sort_keys=False, default_flow_style=False,
+                     allow_unicode=True, width=100)
+
+
+def _ordered(entry: dict) -> dict:
+    out = {}
+    for field in ENTRY_ORDER:
+        if field not in entry or entry[field] in (None, {}, []):
+            continue
+        value = entry[field]
+        if field in ("code", "deps", "outs"):
+            value = {p: _Flow(value[p]) for p in sorted(value)}
+        elif field == "params":
+            value = {k: value[k] for k in sorted(value)}
+        elif field == "env":
+            value = {k: (_Flow(sorted(v.items())) if isinstance(v, dict) else v) for k, v in value.items()}
+        out[field] = value
+    return out
+
+
+def write(path: Path, stages: dict) -> None:
+    atomic_write(path, dumps(stages).encode("utf-8"))
+
+
+class LockWriter:
+    """Keeps the lockfile current during a build without quadratic cost.
+
+    After each stage the file is rewritten when the time since the last write
+    is at least 10x what the last write took, so writing costs at most ~10%
+    of the build however many stages there are; `close()` writes the final
+    state. A stage that completed but was not yet written is still in the
+    cache's run records, so a killed build loses no work: the next build
+    restores it.
+    """
+
+    def __init__(self, path: Path, stages: dict, known: set[str] | None = None):
+        self.path = path
+        self.stages = dict(stages)
+        if known is not None:  # entries of stages no longer in the pipeline are dropped
+            self.stages = {k: v for k, v in self.stages.items() if k in known}
+        self.pending = self.stages != stages
+        self.last_write = 0.0
+        self.last_cost = 0.0
+
+    def update(self, name: str, entry: dict) -> None:
+        if self.stages.get(name) != entry:
+            self.stages[name] = entry
+            self.pending = True
+        self.flush(force=False)
+
+    def flush(self, force: bool = True) -> None:
+        if not self.pending:
+            return
+        now = time.monotonic()
+        if not force and now - self.last_write < 10 * self.last_cost:
+            return
+        write(self.path, self.stages)
+        self.last_cost = time.monotonic() - now
+        self.last_write = time.monotonic()
+        self.pending = False
+
+    close = flush

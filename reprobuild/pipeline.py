@@ -1,0 +1,404 @@
+"""The pipeline file (`reprobuild.yaml`) turned into validated, expanded stages.
+
+Everything here is checked at load time, before anything runs: unknown fields,
+wrong types, unknown `${names}`, paths leaving the workspace. Each error names
+the file, the line and the stage. `foreach` and `matrix` stages are expanded
+into `name@item` stages here, so the rest of reprobuild only sees plain stages.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import codescan, params as params_mod, templating, yamlio
+from .errors import PipelineError
+from .templating import Context, TemplateError
+from .workspace import Workspace
+
+TOP_FIELDS = {"params", "env", "vars", "stages", "cache", "remote", "executor", "link"}
+STAGE_FIELDS = {"desc", "cmd", "code", "deps", "params", "outs", "metrics", "env",
+                "always_run", "frozen", "wdir", "resources"}
+EXPAND_FIELDS = {"foreach", "matrix", "do"}
+ENV_FIELDS = {"python", "platform", "packages", "vars", "files"}
+OUT_FLAGS = {"cache", "persist"}
+LINK_MODES = ("copy", "hardlink", "symlink")
+_STAGE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@+=-]*$")
+
+
+@dataclass(frozen=True)
+class Out:
+    path: str             # relative to the pipeline folder, posix, no trailing slash
+    cache: bool = True
+    persist: bool = False
+    metric: bool = False
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Dep:
+    path: str             # relative to the pipeline folder, posix
+    line: int = 0
+    auto: bool = False    # found from the command, not listed
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    python: bool = True
+    platform: bool = True
+    packages: tuple[str, ...] = ()
+    vars: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()   # relative to the pipeline folder
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    cmd: tuple[str, ...]          # expanded; each runs through `sh -c` in wdir
+    wdir: str                     # relative to the pipeline folder
+    code: tuple[Dep, ...]
+    deps: tuple[Dep, ...]
+    outs: tuple[Out, ...]         # metrics included (metric=True)
+    params: dict                  # {recorded key: value}, sorted
+    env: EnvSpec
+    always_run: bool = False
+    frozen: bool = False
+    desc: str = ""
+    cpus: int = 1
+    line: int = 0
+
+    @property
+    def cmd_text(self) -> str | list[str]:
+        return self.cmd[0] if len(self.cmd) == 1 else list(self.cmd)
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    file: str                     # as shown to the user
+    stages: dict[str, Stage]      # in file order
+    cache: str | None = None
+    remote: str | None = None
+    link: str = "copy"
+    executor: dict = field(default_factory=dict)
+
+
+def load(ws: Workspace) -> Pipeline:
+    display = ws.display(ws.pipeline_file)
+    data = yamlio.load_file(ws.pipeline_file, display)
+    return Loader(ws, display).load(data)
+
+
+class Loader:
+    def __init__(self, ws: Workspace, display: str):
+        self.ws = ws
+        self.file = display
+        self.root = str(ws.root)
+        self.real_root = os.path.realpath(ws.root)
+        self.base = str(ws.dir)
+
+    # -- errors -------------------------------------------------------------
+
+    def error(self, msg, container=None, key=None, stage=None, line=None):
+        if line is None and container is not None:
+            line = yamlio.line_of(container, key) if key is not None else getattr(container, "line", None)
+        return PipelineError(msg, file=self.file, line=line, stage=stage)
+
+    def check_fields(self, mapping, allowed, what, stage=None):
+        for key in mapping:
+            if key not in allowed:
+                raise self.error(f"unknown field '{key}' in {what} (allowed: {', '.join(sorted(allowed))})",
+                                 mapping, key, stage)
+
+    # -- top level ----------------------------------------------------------
+
+    def load(self, data) -> Pipeline:
+        if data is None:
+            data = yamlio.MDict()
+        if not isinstance(data, dict):
+            raise self.error("the pipeline file must be a mapping", line=1)
+        self.check_fields(data, TOP_FIELDS, "the pipeline file")
+
+        files = self.params_files(data)
+        self.params_files_data = params_mod.load_params(self.ws.dir, files, self.file)
+        self.params_first = files[0] if files else params_mod.DEFAULT_PARAMS
+        params_ns = params_mod.merged(self.params_files_data)
+        vars_ = data.get("vars") or {}
+        if not isinstance(vars_, dict):
+            raise self.error("`vars` must be a mapping", data, "vars")
+        self.ctx = Context(params=params_ns, vars=vars_)
+
+        self.env = self.env_spec(data.get("env"), data, "env", EnvSpec(), None)
+        stages_node = data.get("stages")
+        if stages_node is None:
+            stages_node = yamlio.MDict()
+        if not isinstance(stages_node, dict):
+            raise self.error("`stages` must be a mapping of stage names", data, "stages")
+        stages: dict[str, Stage] = {}
+        for name, body in stages_node.items():
+            for stage in self.expand(str(name), body, stages_node):
+                if stage.name in stages:
+                    raise self.error("duplicate stage name", line=stage.line, stage=stage.name)
+                stages[stage.name] = stage
+
+        link = data.get("link", "copy")
+        if link not in LINK_MODES:
+            raise self.error(f"`link` must be one of {', '.join(LINK_MODES)}", data, "link")
+        executor = data.get("executor") or {}
+        if not isinstance(executor, dict):
+            raise self.error("`executor` must be a mapping", data, "executor")
+        for key in ("cache", "remote"):
+            if key in data and not isinstance(data[key], str):
+                raise self.error(f"`{key}` must be a string", data, key)
+        return Pipeline(self.file, stages, data.get("cache"), data.get("remote"), link, dict(executor))
+
+    def params_files(self, data) -> list[str]:
+        value = data.get("params")
+        if value is None:
+            return [params_mod.DEFAULT_PARAMS] if (self.ws.dir / params_mod.DEFAULT_PARAMS).is_file() else []
+        files = [value] if isinstance(value, str) else value
+        if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+            raise self.error("`params` must be a file name or a list of them", data, "params")
+        for i, f in enumerate(files):
+            self.check_path(f, ".", files, i, None)
+        return list(files)
+
+    # -- expansion ----------------------------------------------------------
+
+    def expand(self, name: str, body, parent) -> list[Stage]:
+        line = yamlio.line_of(parent, name)
+        if not _STAGE_NAME.match(name) or "@" in name:
+            raise self.error("a stage name may hold letters, digits and _ . - only", line=line, stage=name)
+        if not isinstance(body, dict):
+            raise self.error("a stage must be a mapping", line=line, stage=name)
+        if "foreach" not in body and "matrix" not in body:
+            if "do" in body:
+                raise self.error("`do` needs `foreach` or `matrix`", body, "do", name)
+            return [self.stage(name, body, self.ctx, line)]
+        self.check_fields(body, EXPAND_FIELDS, "a foreach/matrix stage", name)
+        if "do" not in body or not isinstance(body["do"], dict):
+            raise self.error("`foreach`/`matrix` needs a `do` mapping", body, None, name)
+        if "foreach" in body and "matrix" in body:
+            raise self.error("use `foreach` or `matrix`, not both", body, "matrix", name)
+        items = []
+        if "foreach" in body:
+            seq = self.render_value(body["foreach"], self.ctx, body, "foreach", name)
+            if isinstance(seq, dict):
+                items = [(str(k), {"key": k, "item": v}) for k, v in seq.items()]
+            elif isinstance(seq, list):
+                for i, v in enumerate(seq):
+                    label = str(v) if isinstance(v, (str, int, float)) and not isinstance(v, bool) else str(i)
+                    items.append((label, {"item": v}))
+            else:
+                raise self.error("`foreach` takes a list or a mapping", body, "foreach", name)
+        else:
+            matrix = self.render_value(body["matrix"], self.ctx, body, "matrix", name)
+            if not isinstance(matrix, dict) or not all(isinstance(v, list) and v for v in matrix.values()):
+                raise self.error("`matrix` takes a mapping of non-empty lists", body, "matrix", name)
+            keys = list(matrix)
+            for combo in itertools.product(*(matrix[k] for k in keys)):
+                local = dict(zip(keys, combo))
+                label = "-".join(_label(v, i) for i, v in enumerate(combo))
+                items.append((label, {**local, "item": local}))
+        stages = []
+        for label, local in items:
+            full = f"{name}@{label}"
+            if not _STAGE_NAME.match(full):
+                raise self.error(f"expanded stage name '{full}' is not valid", body, None, name)
+            stages.append(self.stage(full, body["do"], self.ctx.child(local), yamlio.line_of(body, "do")))
+        return stages
+
+    def render_value(self, value, ctx, container, key, stage):
+        try:
+            return templating.render_tree(value, ctx)
+        except TemplateError as exc:
+            raise self.error(str(exc), container, key, stage) from None
+
+    # -- one stage ----------------------------------------------------------
+
+    def stage(self, name: str, body, ctx: Context, line: int) -> Stage:
+        self.check_fields(body, STAGE_FIELDS, "a stage", name)
+        ctx = ctx.child({})
+        ctx.used_params = set()
+        raw_cmd = body.get("cmd")
+        if raw_cmd is None:
+            raise self.error("`cmd` is required", line=line, stage=name)
+        cmd_list = [raw_cmd] if isinstance(raw_cmd, str) else raw_cmd
+        if not isinstance(cmd_list, list) or not cmd_list or not all(isinstance(c, str) for c in cmd_list):
+            raise self.error("`cmd` must be a string or a list of strings", body, "cmd", name)
+        try:
+            cmds = tuple(templating.render_cmd(c, ctx) for c in cmd_list)
+        except TemplateError as exc:
+            raise self.error(str(exc), body, "cmd", name) from None
+
+        wdir = body.get("wdir", ".")
+        if not isinstance(wdir, str):
+            raise self.error("`wdir` must be a string", body, "wdir", name)
+        wdir = self.render_value(wdir, ctx, body, "wdir", name)
+        wdir_rel = self.check_path(wdir, ".", body, "wdir", name)
+
+        deps = tuple(Dep(p, ln) for p, ln, _ in self.path_list(body, "deps", ctx, name, wdir_rel))
+        code = [Dep(p, ln) for p, ln, _ in self.path_list(body, "code", ctx, name, wdir_rel)]
+        outs = [Out(p, line=ln, **flags) for p, ln, flags in self.path_list(body, "outs", ctx, name, wdir_rel, True)]
+        outs += [Out(p, line=ln, metric=True, **flags)
+                 for p, ln, flags in self.path_list(body, "metrics", ctx, name, wdir_rel, True)]
+        code += self.scanned_code(cmds, wdir_rel, {c.path for c in code}, yamlio.line_of(body, "cmd"))
+
+        param_values = self.stage_params(body, ctx, name)
+        env = self.env_spec(body.get("env"), body, "env", self.env, name)
+        flags = {}
+        for key in ("always_run", "frozen"):
+            value = body.get(key, False)
+            if not isinstance(value, bool):
+                raise self.error(f"`{key}` must be true or false", body, key, name)
+            flags[key] = value
+        desc = body.get("desc", "")
+        if not isinstance(desc, str):
+            raise self.error("`desc` must be a string", body, "desc", name)
+        return Stage(name=name, cmd=cmds, wdir=wdir_rel, code=tuple(code), deps=deps,
+                     outs=tuple(outs), params=param_values, env=env, desc=desc,
+                     cpus=self.cpus(body, name), line=line, **flags)
+
+    def cpus(self, body, name) -> int:
+        resources = body.get("resources") or {}
+        if not isinstance(resources, dict) or set(resources) - {"cpus"}:
+            raise self.error("`resources` takes {cpus: N}", body, "resources", name)
+        cpus = resources.get("cpus", 1)
+        if not isinstance(cpus, int) or isinstance(cpus, bool) or cpus < 1:
+            raise self.error("`resources.cpus` must be a whole number >= 1", body, "resources", name)
+        return cpus
+
+    def path_list(self, body, key, ctx, stage, wdir, allow_flags=False):
+        """[(path relative to the pipeline folder, line, flags)] of a deps/outs-like list."""
+        value = body.get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise self.error(f"`{key}` must be a list", body, key, stage)
+        value = self.render_value(value, ctx, body, key, stage)
+        out = []
+        for i, entry in enumerate(value):
+            flags = {}
+            if isinstance(entry, dict) and allow_flags and len(entry) == 1:
+                (path, opts), = entry.items()
+                opts = opts or {}
+                if not isinstance(opts, dict) or set(opts) - OUT_FLAGS or \
+                        not all(isinstance(v, bool) for v in opts.values()):
+                    raise self.error(f"options of an out are {{cache: bool, persist: bool}}",
+                                     value, i, stage)
+                flags = dict(opts)
+                entry = path
+            if not isinstance(entry, str) or not entry:
+                raise self.error(f"each entry of `{key}` must be a path", value, i, stage)
+            out.append((self.check_path(entry, wdir, value, i, stage), yamlio.line_of(value, i), flags))
+        return out
+
+    def check_path(self, raw: str, wdir: str, container, key, stage) -> str:
+        """Normalise a path to posix, relative to the pipeline folder; refuse escapes."""
+        if os.path.isabs(raw) or raw.startswith("~"):
+            raise self.error(f"path '{raw}' must be relative", container, key, stage)
+        full = os.path.normpath(os.path.join(self.base, wdir, raw))
+        if os.path.relpath(full, self.root).startswith(".."):
+            raise self.error(f"path '{raw}' leaves the workspace ({self.root_display()})", container, key, stage)
+        # through a symlink: the deepest existing part must resolve inside the root
+        probe = full
+        while not os.path.lexists(probe) and probe != self.root:
+            probe = os.path.dirname(probe)
+        real = os.path.realpath(probe)
+        if real != self.real_root and not real.startswith(os.path.join(self.real_root, "")):
+            raise self.error(f"path '{raw}' leads out of the workspace through a symlink",
+                             container, key, stage)
+        rel = os.path.relpath(full, self.base)
+        return rel.replace(os.sep, "/")
+
+    def root_display(self) -> str:
+        return self.ws.display(self.ws.root)
+
+    def scanned_code(self, cmds, wdir, listed, line) -> list[Dep]:
+        """Code inputs implied by `python FILE.py` / `python -m MOD` and their local imports."""
+        wdir_abs = os.path.normpath(os.path.join(self.base, wdir))
+        entries = []
+        for cmd in cmds:
+            for kind, target in codescan.scripts_in_cmd(cmd):
+                if kind == "file":
+                    path = os.path.normpath(os.path.join(wdir_abs, target))
+                    if os.path.relpath(path, self.root).startswith(".."):
+                        continue
+                    entries.append(path)
+                else:
+                    entries.extend(codescan.resolve_module(target, [wdir_abs, self.root]))
+        files = codescan.follow_imports(entries, [wdir_abs, self.root], self.root)
+        missing = [p for p in entries if not os.path.exists(p)]  # checked later against outs
+        found = []
+        for path in sorted(set(files) | set(missing)):
+            rel = os.path.relpath(path, self.base).replace(os.sep, "/")
+            if rel not in listed:
+                found.append(Dep(rel, line, auto=True))
+        return found
+
+    def stage_params(self, body, ctx: Context, stage: str) -> dict:
+        value = body.get("params") or []
+        if not isinstance(value, list):
+            raise self.error("`params` must be a list", body, "params", stage)
+        value = self.render_value(value, ctx, body, "params", stage)
+        wanted: list[tuple[str, str, int]] = []  # (file, key, line)
+        for i, entry in enumerate(value):
+            line = yamlio.line_of(value, i)
+            if isinstance(entry, str):
+                wanted.append(("", entry, line))
+            elif isinstance(entry, dict):
+                for fname, keys in entry.items():
+                    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+                        raise self.error(f"params of '{fname}' must be a list of keys", value, i, stage)
+                    if fname not in self.params_files_data:
+                        self.check_path(fname, ".", value, i, stage)
+                        extra = params_mod.load_params(self.ws.dir, [fname], self.file)
+                        self.params_files_data.update(extra)
+                    wanted.extend((fname, k, line) for k in keys)
+            else:
+                raise self.error("each param is a dotted key or {file: [keys]}", value, i, stage)
+        wanted.extend(("", k, 0) for k in sorted(ctx.used_params))
+        merged_ns = ctx.params
+        values = {}
+        for fname, key, line in wanted:
+            if fname and fname != self.params_first:
+                source = self.params_files_data[fname]
+                prefix = f"{fname}:"
+            else:
+                source = merged_ns
+                prefix = ""
+            found = templating.dig(source, key)
+            if found is templating._MISSING:
+                where = fname or self.params_first
+                raise self.error(f"unknown param '{key}' (not in {where})", line=line or None, stage=stage)
+            values.update(params_mod.flatten(prefix + key, found))
+        return dict(sorted(values.items()))
+
+    def env_spec(self, node, container, key, base: EnvSpec, stage) -> EnvSpec:
+        if node is None:
+            return base
+        if not isinstance(node, dict):
+            raise self.error("`env` must be a mapping", container, key, stage)
+        self.check_fields(node, ENV_FIELDS, "env", stage)
+        fields = {}
+        for flag in ("python", "platform"):
+            value = node.get(flag, getattr(base, flag))
+            if not isinstance(value, bool):
+                raise self.error(f"`env.{flag}` must be true or false", node, flag, stage)
+            fields[flag] = value
+        for name in ("packages", "vars", "files"):
+            value = node.get(name, [])
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise self.error(f"`env.{name}` must be a list of names", node, name, stage)
+            if name == "files":
+                value = [self.check_path(v, ".", value, i, stage) for i, v in enumerate(value)]
+            fields[name] = tuple(sorted(set(getattr(base, name)) | set(value)))
+        return EnvSpec(**fields)
+
+
+def _label(value, index: int) -> str:
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
+    return str(index)

@@ -1,0 +1,46 @@
+"""A loaded project: workspace, pipeline, graph, cache and hashing, opened once per command."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import networkx as nx
+
+from . import graph as graph_mod, lockfile, pipeline as pipeline_mod
+from .cache import Cache
+from .decision import Prober
+from .graph import OutIndex
+from .hashing import Hasher, StatCache
+from .workspace import Workspace, cache_dir, open_workspace
+
+
+@dataclass
+class Project:
+    ws: Workspace
+    pipeline: pipeline_mod.Pipeline
+    graph: nx.DiGraph
+    cache: Cache
+    hasher: Hasher
+    prober: Prober
+    outs: OutIndex
+
+    @classmethod
+    def open(cls, file_opt: str | None = None, cache_opt: str | None = None,
+             cwd: Path | None = None) -> "Project":
+        ws = open_workspace(file_opt, cwd)
+        pipe = pipeline_mod.load(ws)
+        g = graph_mod.build(pipe, str(ws.dir))
+        cache = Cache(cache_dir(ws, pipe.cache, cache_opt), link=pipe.link)
+        hasher = Hasher(StatCache(cache.stat_cache_path()))
+        return cls(ws, pipe, g, cache, hasher, Prober(str(ws.dir), hasher), OutIndex.build(pipe.stages))
+
+    def read_lock(self) -> tuple[dict, str | None]:
+        return lockfile.read(self.ws.lock_file)
+
+    def select(self, targets) -> list[str]:
+        return graph_mod.select(self.graph, self.pipeline, list(targets), str(self.ws.dir))
+
+    def save_stats(self) -> None:
+        if self.cache.root.is_dir():
+            self.hasher.stats.save()

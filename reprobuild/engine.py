@@ -90,7 +90,8 @@ def plan(project: Project, names: list[str], entries: dict, force: bool = False,
 
 # -- building ---------------------------------------------------------------
 
-def build(project: Project, opts: BuildOptions, reporter: Reporter) -> Summary:
+def build(project: Project, opts: BuildOptions, reporter: Reporter, executor=None) -> Summary:
+    """Build the selected stages; `executor` replaces the one `opts` names (tests pass fakes)."""
     names = project.select(opts.targets)
     if opts.dry_run:
         entries, problem = project.read_lock()
@@ -106,7 +107,7 @@ def build(project: Project, opts: BuildOptions, reporter: Reporter) -> Summary:
             reporter.warning(problem)
         writer = lockfile.LockWriter(project.ws.lock_file, entries, known=set(project.pipeline.stages))
         try:
-            return Builder(project, opts, reporter, entries, writer).run(names)
+            return Builder(project, opts, reporter, entries, writer).run(names, executor)
         finally:
             writer.close()
             project.save_stats()
@@ -121,9 +122,7 @@ class Builder:
         self.writer = writer
         self.summary = Summary()
 
-    def run(self, names: list[str]) -> Summary:
-        from .executors.local import LocalExecutor
-
+    def run(self, names: list[str], executor=None) -> Summary:
         selected = set(names)
         waiting = {n: {u for u in self.p.graph.predecessors(n) if u in selected} for n in names}
         ready = [n for n in names if not waiting[n]]
@@ -131,7 +130,10 @@ class Builder:
         bad: dict[str, str] = {}   # stage -> the failed stage it stands behind
         running: dict = {}         # future -> (decision, job)
         jobs = self.opts.jobs if self.opts.jobs > 0 else (os.cpu_count() or 1)
-        executor = LocalExecutor(jobs, on_line=self.reporter.stage_output)
+        if executor is None:
+            from .executors.local import LocalExecutor
+
+            executor = LocalExecutor(jobs, on_line=self.reporter.stage_output)
         self.reporter.build_started(names)
         stop = False
         restore_signals = _install_interrupt(executor, self)

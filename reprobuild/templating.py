@@ -120,4 +120,5 @@ def to_text(value, name: str) -> str:
         return ""
     if isinstance(value, (int, float, str)):
         return str(value)
-    raise TemplateError(f"'${{{name}}}' is a {type(value).__name__}, not a single value")
+    kind = "list" if isinstance(value, list) else "mapping" if isinstance(value, dict) else type(value).__name__
+    raise TemplateError(f"'${{{name}}}' is a {kind}, not a single value")

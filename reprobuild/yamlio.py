@@ -60,8 +60,12 @@ def load(text: str, filename: str):
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        hint = None
+        lines = text.splitlines()
+        if mark and mark.line < len(lines) and "${" in lines[mark.line]:
+            hint = "inside [ ] or { }, quote values that hold ${...}: ['data/${name}.csv']"
         raise PipelineError(f"invalid YAML: {problem}", file=filename,
-                            line=mark.line + 1 if mark else None) from None
+                            line=mark.line + 1 if mark else None, hint=hint) from None
     if node is None:
         return None
     return _Converter(filename).convert(node)

@@ -134,9 +134,10 @@ def resolve_target(target: str, pipeline: Pipeline, index: OutIndex, pipeline_di
     group = [n for n in pipeline.stages if n.startswith(target + "@")]
     if group:
         return group
-    rel = os.path.relpath(os.path.abspath(target), pipeline_dir).replace(os.sep, "/")
-    rel = rel.rstrip("/")
-    owners = {index.owner[p] for p in index.related(rel)}
-    if owners:
-        return sorted(owners)
+    # an output path: relative to the current folder, else to the pipeline's folder
+    for base in (os.getcwd(), pipeline_dir):
+        rel = os.path.relpath(os.path.join(base, target), pipeline_dir).replace(os.sep, "/").rstrip("/")
+        owners = {index.owner[p] for p in index.related(rel)}
+        if owners:
+            return sorted(owners)
     raise UsageError(f"'{target}' is neither a stage nor an out of one")

@@ -89,13 +89,19 @@ def _ordered(entry: dict) -> dict:
             continue
         value = entry[field]
         if field in ("code", "deps", "outs"):
-            value = {p: _Flow(value[p]) for p in sorted(value)}
+            value = {p: _Flow(_meta_order(value[p])) for p in sorted(value)}
         elif field == "params":
             value = {k: value[k] for k in sorted(value)}
         elif field == "env":
             value = {k: (_Flow(sorted(v.items())) if isinstance(v, dict) else v) for k, v in value.items()}
         out[field] = value
     return out
+
+
+def _meta_order(meta: dict) -> list:
+    """hash, size, nfiles first, anything else after, sorted."""
+    first = [(k, meta[k]) for k in ("hash", "size", "nfiles") if k in meta]
+    return first + sorted((k, v) for k, v in meta.items() if k not in ("hash", "size", "nfiles"))
 
 
 def write(path: Path, stages: dict) -> None:

@@ -114,17 +114,15 @@ class _Converter:
                 raise self._bad_tag(node)
             out = MDict()
             out.line, out.lines = line, {}
+            defaults = []  # from `<<: *anchor`; explicit keys win wherever they stand
             for knode, vnode in node.value:
-                if knode.tag == _STD + "merge":  # `<<: *defaults`
+                if knode.tag == _STD + "merge":
                     merged = self.convert(vnode)
                     for part in merged if isinstance(merged, list) else [merged]:
                         if not isinstance(part, dict):
                             raise PipelineError("`<<` merges mappings only", file=self.filename,
                                                 line=vnode.start_mark.line + 1)
-                        for k, v in part.items():
-                            if k not in out:
-                                out[k] = v
-                                out.lines[k] = line_of(part, k, line)
+                        defaults.append(part)
                     continue
                 key = self.convert(knode)
                 if isinstance(key, (dict, list)):
@@ -135,6 +133,11 @@ class _Converter:
                                         line=knode.start_mark.line + 1)
                 out[key] = self.convert(vnode)
                 out.lines[key] = knode.start_mark.line + 1
+            for part in defaults:
+                for k, v in part.items():
+                    if k not in out:
+                        out[k] = v
+                        out.lines[k] = line_of(part, k, line)
             return out
         raise self._bad_tag(node)  # pragma: no cover
 

@@ -22,6 +22,8 @@ _SEPARATORS = {";", "&&", "||", "|", "&", "(", ")"}
 
 def scripts_in_cmd(cmd: str) -> list[tuple[str, str]]:
     """[("file", "stages/x.py") | ("module", "pkg.mod")] invoked by python in `cmd`."""
+    if "python" not in cmd:
+        return []
     try:
         lexer = shlex.shlex(cmd, posix=True, punctuation_chars=";&|()")
         lexer.whitespace_split = True

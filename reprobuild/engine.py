@@ -13,7 +13,7 @@ import threading
 from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass, field
 
-from . import decision as dmod, lockfile
+from . import decision as dmod
 from .cache import CorruptObject, MissingObject
 from .decision import RESTORE, RUN, SKIP, Decision
 from .executors import Job
@@ -105,7 +105,7 @@ def build(project: Project, opts: BuildOptions, reporter: Reporter, executor=Non
         entries, problem = project.read_lock()
         if problem:
             reporter.warning(problem)
-        writer = lockfile.LockWriter(project.ws.lock_file, entries, known=set(project.pipeline.stages))
+        writer = project.lock_writer(entries)
         try:
             return Builder(project, opts, reporter, entries, writer).run(names, executor)
         finally:
@@ -328,7 +328,7 @@ def commit(project: Project, names: list[str], reporter: Reporter) -> list[str]:
     done = []
     with workspace_lock(project.ws.state_dir), project.cache.using():
         entries, _ = project.read_lock()
-        writer = lockfile.LockWriter(project.ws.lock_file, entries, known=set(project.pipeline.stages))
+        writer = project.lock_writer(entries)
         for name in names:
             stage = project.pipeline.stages[name]
             state = project.prober.state(stage)

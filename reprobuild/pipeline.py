@@ -98,6 +98,8 @@ class Loader:
         self.root = str(ws.root)
         self.real_root = os.path.realpath(ws.root)
         self.base = str(ws.dir)
+        self.base_from_root = os.path.relpath(self.base, self.root)
+        self._folder_ok: dict[str, bool] = {}
 
     # -- errors -------------------------------------------------------------
 
@@ -299,19 +301,28 @@ class Loader:
         """Normalise a path to posix, relative to the pipeline folder; refuse escapes."""
         if os.path.isabs(raw) or raw.startswith("~"):
             raise self.error(f"path '{raw}' must be relative", container, key, stage)
-        full = os.path.normpath(os.path.join(self.base, wdir, raw))
-        if os.path.relpath(full, self.root).startswith(".."):
+        rel = os.path.normpath(os.path.join(wdir, raw))  # relative to the pipeline folder
+        from_root = os.path.normpath(os.path.join(self.base_from_root, rel))
+        if from_root == ".." or from_root.startswith("../") or os.path.isabs(from_root):
             raise self.error(f"path '{raw}' leaves the workspace ({self.root_display()})", container, key, stage)
-        # through a symlink: the deepest existing part must resolve inside the root
-        probe = full
-        while not os.path.lexists(probe) and probe != self.root:
-            probe = os.path.dirname(probe)
-        real = os.path.realpath(probe)
-        if real != self.real_root and not real.startswith(os.path.join(self.real_root, "")):
+        if not self.inside_real_root(os.path.dirname(os.path.join(self.base, rel)), os.path.join(self.base, rel)):
             raise self.error(f"path '{raw}' leads out of the workspace through a symlink",
                              container, key, stage)
-        rel = os.path.relpath(full, self.base)
         return rel.replace(os.sep, "/")
+
+    def inside_real_root(self, folder: str, full: str) -> bool:
+        """Does the deepest existing part of `full` resolve inside the root? (memoised per folder)"""
+        if os.path.islink(full):
+            return self._real_inside(os.path.realpath(full))
+        if folder not in self._folder_ok:
+            probe = folder
+            while not os.path.lexists(probe) and len(probe) > len(self.root):
+                probe = os.path.dirname(probe)
+            self._folder_ok[folder] = self._real_inside(os.path.realpath(probe))
+        return self._folder_ok[folder]
+
+    def _real_inside(self, real: str) -> bool:
+        return real == self.real_root or real.startswith(os.path.join(self.real_root, ""))
 
     def root_display(self) -> str:
         return self.ws.display(self.ws.root)

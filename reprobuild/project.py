@@ -36,7 +36,15 @@ class Project:
         return cls(ws, pipe, g, cache, hasher, Prober(str(ws.dir), hasher), OutIndex.build(pipe.stages))
 
     def read_lock(self) -> tuple[dict, str | None]:
-        return lockfile.read(self.ws.lock_file)
+        return lockfile.read(self.ws.lock_file, self.parsed_lock)
+
+    @property
+    def parsed_lock(self) -> Path:
+        return self.ws.state_dir / "lock.json"
+
+    def lock_writer(self, entries: dict) -> lockfile.LockWriter:
+        return lockfile.LockWriter(self.ws.lock_file, entries, known=set(self.pipeline.stages),
+                                   parsed_copy=self.parsed_lock)
 
     def select(self, targets) -> list[str]:
         return graph_mod.select(self.graph, self.pipeline, list(targets), str(self.ws.dir))

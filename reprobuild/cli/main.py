@@ -71,6 +71,11 @@ def parser() -> argparse.ArgumentParser:
     scope.add_argument("--all-commits", action="store_true", help="also keep what any git commit's lockfiles name")
     g.add_argument("-n", "--dry-run", action="store_true", help="only list what would be removed")
 
+    from . import history, remote  # their subcommands: dag, lineage, diff, metrics, params; push, pull
+
+    history.register(add)
+    remote.register(add)
+
     cache = add("cache", "cache upkeep")
     cache_sub = cache.add_subparsers(dest="cache_command", metavar="ACTION")
     cache_sub.add_parser("verify", parents=[common], help="re-hash every object; quarantine corrupt ones")
@@ -258,3 +263,12 @@ COMMANDS = {
     "init": cmd_init, "build": cmd_build, "status": cmd_status, "checkout": cmd_checkout,
     "commit": cmd_commit, "gc": cmd_gc, "cache": cmd_cache,
 }
+
+
+def _plugin_commands():
+    from . import history, remote
+
+    return {**history.COMMANDS, **remote.COMMANDS}
+
+
+COMMANDS.update(_plugin_commands())

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from . import decision as dmod
 from .cache import CorruptObject, MissingObject
 from .decision import RESTORE, RUN, SKIP, Decision
-from .executors import Job
+from .executors import Job, OutSpec
 from .hashing import Meta
 from .project import Project
 from .reporter import Reporter
@@ -34,6 +34,9 @@ class BuildOptions:
     wait: bool = True
     executor: str = "local"
     scheduler: str | None = None
+    retries: int = 0              # Dask: attempts more after a worker dies mid-stage
+    pull: bool = False            # consult the remote's run records before running a stage
+    remote: str | None = None     # --remote URL (else REPROBUILD_REMOTE, else `remote:`)
 
 
 @dataclass
@@ -121,6 +124,11 @@ class Builder:
         self.entries = entries
         self.writer = writer
         self.summary = Summary()
+        self.remote = None
+        if opts.pull:
+            from .remote import open_remote  # fsspec only when a remote is used
+
+            self.remote = open_remote(project, opts.remote)
 
     def run(self, names: list[str], executor=None) -> Summary:
         selected = set(names)
@@ -131,9 +139,7 @@ class Builder:
         running: dict = {}         # future -> (decision, job)
         jobs = self.opts.jobs if self.opts.jobs > 0 else (os.cpu_count() or 1)
         if executor is None:
-            from .executors.local import LocalExecutor
-
-            executor = LocalExecutor(jobs, on_line=self.reporter.stage_output)
+            executor = self._make_executor(jobs)
         self.reporter.build_started(names)
         stop = False
         restore_signals = _install_interrupt(executor, self)
@@ -176,6 +182,15 @@ class Builder:
         self.reporter.build_finished(self.summary)
         return self.summary
 
+    def _make_executor(self, jobs: int):
+        if self.opts.executor == "dask":
+            from .executors.dask import DaskExecutor
+
+            return DaskExecutor(self.opts.scheduler, workers=jobs, retries=self.opts.retries)
+        from .executors.local import LocalExecutor
+
+        return LocalExecutor(jobs, on_line=self.reporter.stage_output)
+
     def _accounted(self) -> set:
         s = self.summary
         return {*s.ran, *s.restored, *s.skipped, *s.failed, *s.blocked}
@@ -205,6 +220,9 @@ class Builder:
             self.summary.skipped.append(name)
             self.reporter.stage_skipped(d)
             return "ok"
+        if d.fate == RUN and self.remote is not None and self.opts.run_cache and not self.opts.force \
+                and not stage.always_run and d.state.key and self.remote.fetch_run(d.state.key):
+            d = dmod.decide(stage, self.entries.get(name), self.p.prober, self.p.cache)
         missing = [p for p in d.state.unknown]
         if missing:
             return self._fail(name, f"dep missing: {missing[0]}")
@@ -219,7 +237,9 @@ class Builder:
                 d = Decision(d.stage, RUN, d.reasons, d.state)
         self._prepare_outs(stage)
         job = Job(stage=name, cmds=stage.cmd, cwd=self.p.prober.abspath(stage.wdir),
-                  log_path=str(self.p.ws.state_dir / "logs" / f"{name}.log"), cpus=stage.cpus)
+                  log_path=str(self.p.ws.state_dir / "logs" / f"{name}.log"), cpus=stage.cpus,
+                  outs=tuple(OutSpec(self.p.prober.abspath(o.path), o.cache) for o in stage.outs),
+                  cache_root=str(self.p.cache.root), link=self.p.cache.link)
         self.reporter.stage_started(d)
         running[executor.submit(job)] = (d, job)
         return None
@@ -246,25 +266,28 @@ class Builder:
         self._record(d, dict(d.record), write_run=False)
 
     def _finish(self, d: Decision, job: Job, fut) -> bool:
-        """After a run: check outs, store them, write the run record and the lock entry."""
+        """After a run (outs already stored by the executor): check inputs, record the result."""
         name = d.stage
         stage = self.p.pipeline.stages[name]
         try:
             result = fut.result()
-        except Exception as exc:  # an executor failure, not the command's
-            self._fail(name, f"could not run: {exc}")
+        except Exception as exc:  # the executor failed, not the command (e.g. a Dask worker died)
+            self._fail(name, f"could not run: {type(exc).__name__}: {exc}", _tail(job.log_path))
             return False
         if result.returncode != 0:
-            if result.returncode in (130, -signal.SIGINT, -signal.SIGTERM, 143) and self.summary.interrupted:
+            if self.summary.interrupted:
                 self._fail(name, "interrupted")
             else:
                 self._fail(name, f"command exited with {result.returncode}: {result.failed_cmd}",
                            _tail(job.log_path))
             return False
-        missing = [o.path for o in stage.outs if not os.path.lexists(self.p.prober.abspath(o.path))]
-        if missing:
-            self._fail(name, f"out missing after run: {missing[0]}")
+        if result.missing_out:
+            rel = os.path.relpath(result.missing_out, self.p.ws.dir).replace(os.sep, "/")
+            self._fail(name, f"out missing after run: {rel}")
             return False
+        for path, *entry in result.stats:
+            self.p.hasher.stats.entries[path] = list(entry)
+            self.p.hasher.stats.dirty = True
         after = self.p.prober.state(stage)
         if after.key != d.state.key:
             changed = dmod.input_reasons(stage, d.state.lock_entry({}), after, [])
@@ -273,8 +296,7 @@ class Builder:
             return False
         outs: dict[str, Meta] = {}
         for out in stage.outs:
-            path = self.p.prober.abspath(out.path)
-            meta = self.p.cache.insert(path, self.p.hasher) if out.cache else self.p.hasher.path(path)
+            meta = result.outs[self.p.prober.abspath(out.path)]
             outs[dmod.lock_path(out.path, meta)] = meta
         self._record(d, outs, write_run=all(o.cache for o in stage.outs))
         self.summary.ran.append(name)

@@ -85,3 +85,71 @@ class ConsoleReporter(Reporter):
 
 def is_terminal() -> bool:
     return sys.stdout.isatty()
+
+
+class LiveReporter(ConsoleReporter):
+    """On a terminal: a live panel of running stages (elapsed time), counts and a progress bar.
+
+    Stage output and finished/failed lines scroll above the panel.
+    """
+
+    def __init__(self, console: Console, **kw):
+        super().__init__(console, prefix_output=True, **kw)
+        import time
+
+        from rich.live import Live
+
+        self._time = time.monotonic
+        self.running: dict[str, float] = {}
+        self.total = 0
+        self.counts = {"ran": 0, "restored": 0, "up to date": 0, "failed": 0}
+        self.live = Live(console=console, refresh_per_second=4, transient=True,
+                         get_renderable=self._render)
+
+    def _render(self):
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+
+        done = sum(self.counts.values())
+        grid = Table.grid(padding=(0, 1))
+        for name, start in sorted(self.running.items(), key=lambda kv: kv[1]):
+            grid.add_row("[yellow]running[/]", escape(name), f"[dim]{self._time() - start:5.1f}s[/]")
+        bar = ProgressBar(total=max(self.total, 1), completed=done, width=40)
+        summary = "  ".join(f"{v} {k}" for k, v in self.counts.items() if v)
+        footer = Table.grid(padding=(0, 1))
+        footer.add_row(bar, f"{done}/{self.total}", f"[dim]{summary}[/]")
+        outer = Table.grid()
+        outer.add_row(grid)
+        outer.add_row(footer)
+        return outer
+
+    def build_started(self, stages):
+        self.total = len(stages)
+        if not self.quiet:
+            self.live.start()
+
+    def stage_skipped(self, d):
+        self.counts["up to date"] += 1
+        super().stage_skipped(d)
+
+    def stage_restored(self, d):
+        self.counts["restored"] += 1
+        super().stage_restored(d)
+
+    def stage_started(self, d):
+        self.running[d.stage] = self._time()
+        super().stage_started(d)
+
+    def stage_finished(self, d, seconds):
+        self.running.pop(d.stage, None)
+        self.counts["ran"] += 1
+        super().stage_finished(d, seconds)
+
+    def stage_failed(self, stage, message, log_tail=""):
+        self.running.pop(stage, None)
+        self.counts["failed"] += 1
+        super().stage_failed(stage, message, log_tail)
+
+    def build_finished(self, s):
+        self.live.stop()
+        super().build_finished(s)

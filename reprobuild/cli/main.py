@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -53,6 +54,12 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("-k", "--keep-going", action="store_true", help="after a failure, build what does not depend on it")
     b.add_argument("--no-run-cache", action="store_true", help="never restore outputs from run records")
     b.add_argument("--no-wait", action="store_true", help="fail at once when another build holds the workspace")
+    b.add_argument("--executor", choices=("local", "dask"), help="where stages run (default: local, "
+                   "or `executor: {name: dask}` in the pipeline file)")
+    b.add_argument("--scheduler", metavar="ADDR", help="Dask scheduler address (tcp://HOST:PORT); "
+                   "default REPROBUILD_DASK_SCHEDULER, else a local cluster")
+    b.add_argument("--pull", action="store_true", help="restore stages a remote has built instead of running them")
+    b.add_argument("--remote", metavar="URL", help="remote cache URL (overrides REPROBUILD_REMOTE and remote:)")
 
     s = add("status", "every out-of-date stage and every reason")
     s.add_argument("targets", nargs="*", metavar="TARGET")
@@ -121,10 +128,13 @@ def _open(args):
 
 
 def _reporter(args, jobs: int = 1):
-    from .console import ConsoleReporter, make_console
+    """Rich live panel on a terminal; plain lines (prefixed by stage under -j) when piped."""
+    from .console import ConsoleReporter, LiveReporter, make_console
 
-    return ConsoleReporter(make_console(), verbose=args.verbose, quiet=args.quiet,
-                           prefix_output=jobs != 1)
+    console = make_console()
+    if console.is_terminal and not args.quiet and not args.dry_run:
+        return LiveReporter(console, verbose=args.verbose, quiet=args.quiet)
+    return ConsoleReporter(console, verbose=args.verbose, quiet=args.quiet, prefix_output=jobs != 1)
 
 
 def cmd_init(args) -> int:
@@ -143,13 +153,33 @@ def cmd_build(args) -> int:
     if args.jobs < 0:
         raise UsageError("-j takes a number >= 0")
     project = _open(args)
+    executor, scheduler, retries = _executor_settings(args, project.pipeline.executor)
     opts = BuildOptions(targets=tuple(args.targets), dry_run=args.dry_run, force=args.force,
                         keep_going=args.keep_going, run_cache=not args.no_run_cache,
-                        jobs=args.jobs, wait=not args.no_wait)
+                        jobs=args.jobs, wait=not args.no_wait, pull=args.pull, remote=args.remote,
+                        executor=executor, scheduler=scheduler, retries=retries)
     summary = build(project, opts, _reporter(args, args.jobs))
     if summary.interrupted:
         return EXIT_INTERRUPTED
     return EXIT_OK if summary.ok else EXIT_FAILED
+
+
+def _executor_settings(args, configured: dict) -> tuple[str, str | None, int]:
+    """(executor, scheduler, retries): command line, then environment, then `executor:`."""
+    unknown = set(configured) - {"name", "scheduler", "retries"}
+    if unknown:
+        raise UsageError(f"unknown field(s) in `executor:`: {', '.join(sorted(unknown))} "
+                         "(allowed: name, scheduler, retries)")
+    scheduler = args.scheduler or os.environ.get("REPROBUILD_DASK_SCHEDULER") or configured.get("scheduler")
+    executor = args.executor or configured.get("name") or "local"
+    if executor not in ("local", "dask"):
+        raise UsageError(f"unknown executor '{executor}' (local or dask)")
+    if args.scheduler and executor != "dask":
+        raise UsageError("--scheduler goes with --executor dask")
+    retries = configured.get("retries", 0)
+    if not isinstance(retries, int) or retries < 0:
+        raise UsageError("`executor.retries` must be a whole number >= 0")
+    return executor, scheduler, retries
 
 
 def cmd_status(args) -> int:

@@ -1,22 +1,41 @@
 """Executors run a stage's commands somewhere and report how it went.
 
 An executor takes a Job and returns a concurrent.futures.Future of a
-JobResult. The engine does everything else (hashing, cache, lockfile), so an
-executor is small: `local` runs subprocesses here, `dask` on a cluster.
+JobResult. Whatever the executor, the work is `run_job`: run the commands
+(each through `sh -c`, in order, in the stage's own process group, output
+to its log file), check that every declared out exists, then hash the outs
+and store them in the cache, so that hashing a large output happens where it
+was made (a Dask worker, or a local thread in parallel with other stages).
+The coordinator (engine.py) alone writes run records and the lockfile.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+
+from ..hashing import Meta
+
+
+@dataclass(frozen=True)
+class OutSpec:
+    path: str        # absolute
+    cache: bool = True
 
 
 @dataclass(frozen=True)
 class Job:
     stage: str
-    cmds: tuple[str, ...]   # each runs through `sh -c`, in order, stopping at the first failure
+    cmds: tuple[str, ...]
     cwd: str
     log_path: str
     cpus: int = 1
+    outs: tuple[OutSpec, ...] = ()
+    cache_root: str = ""
+    link: str = "copy"
 
 
 @dataclass(frozen=True)
@@ -24,3 +43,64 @@ class JobResult:
     returncode: int
     seconds: float
     failed_cmd: str | None = None
+    missing_out: str | None = None
+    outs: dict = field(default_factory=dict)       # absolute path -> Meta
+    stats: list = field(default_factory=list)      # stat-cache entries learnt while storing
+
+
+class Stopped(Exception):
+    pass
+
+
+def run_job(job: Job, on_line=None, started=None, should_stop=None) -> JobResult:
+    """Run, check and store one stage. `started(proc)` lets the caller terminate it."""
+    start = time.monotonic()
+    os.makedirs(os.path.dirname(job.log_path), exist_ok=True)
+    with open(job.log_path, "wb") as log:
+        for cmd in job.cmds:
+            if should_stop and should_stop():
+                return JobResult(130, time.monotonic() - start, cmd)
+            code = _run_one(job, cmd, log, on_line, started)
+            if code != 0:
+                return JobResult(code, time.monotonic() - start, cmd)
+    for out in job.outs:
+        if not os.path.lexists(out.path):
+            return JobResult(0, time.monotonic() - start, missing_out=out.path)
+    outs, stats = _store(job)
+    return JobResult(0, time.monotonic() - start, outs=outs, stats=stats)
+
+
+def _run_one(job: Job, cmd: str, log, on_line, started) -> int:
+    proc = subprocess.Popen(["sh", "-c", cmd], cwd=job.cwd, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    if started:
+        started(proc)
+    try:
+        for line in proc.stdout:
+            log.write(line)
+            if on_line:
+                on_line(job.stage, line.decode(errors="replace").rstrip("\n"))
+        return proc.wait()
+    except BaseException:
+        _kill_group(proc, signal.SIGKILL)
+        raise
+
+
+def _kill_group(proc, sig) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _store(job: Job) -> tuple[dict[str, Meta], list]:
+    from ..cache import Cache
+    from ..hashing import Hasher, StatCache
+
+    hasher = Hasher(StatCache(None))
+    cache = Cache(job.cache_root, link=job.link)
+    outs = {}
+    for out in job.outs:
+        outs[out.path] = cache.insert(out.path, hasher) if out.cache else hasher.path(out.path)
+    stats = [(path, *entry) for path, entry in hasher.stats.entries.items()]
+    return outs, stats

@@ -1,0 +1,143 @@
+"""`-j N`, `--executor dask`, `-k` under -j, and interrupts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import stages_run
+
+# Four independent stages that log their start and end, one that needs all of
+# them, and one independent of everything.
+PIPE = {
+    "reprobuild.yaml": """\
+        stages:
+          work:
+            foreach: [1, 2, 3, 4]
+            do:
+              cmd: python log.py start work@${item} && sleep ${pause} && echo ${item} > 'out/${item}.txt' && python log.py end work@${item}
+              outs: ['out/${item}.txt']
+          gather:
+            cmd: python log.py start gather && cat out/1.txt out/2.txt out/3.txt out/4.txt > all.txt && python log.py end gather
+            deps: [out/]
+            outs: [all.txt]
+          alone:
+            cmd: echo alone > alone.txt
+            outs: [alone.txt]
+        """,
+    "params.yaml": "pause: 0.6\n",
+    # times go to a file that is no dep or out: a side channel for the test
+    "log.py": """\
+        import sys, time
+        with open("times.log", "a") as f:
+            f.write(f"{sys.argv[1]} {sys.argv[2]} {time.time()}\\n")
+        """,
+}
+
+
+def times(ws):
+    events = {}
+    for line in ws.read("times.log").splitlines():
+        kind, name, t = line.split()
+        events[(kind, name)] = float(t)
+    return events
+
+
+def test_parallel_respects_order_and_overlaps(ws):
+    ws.write(PIPE)
+    r = ws.run("build", "-j", "4")
+    assert r.code == 0, r.err
+    t = times(ws)
+    work_ends = [t[("end", f"work@{i}")] for i in range(1, 5)]
+    work_starts = [t[("start", f"work@{i}")] for i in range(1, 5)]
+    assert t[("start", "gather")] >= max(work_ends)  # nothing before its upstream ended
+    assert max(work_starts) < min(work_ends)  # the four ran at once
+
+
+def test_same_lockfile_for_j1_j4_and_dask(ws):
+    pytest.importorskip("distributed")
+    ws.write({**PIPE, "params.yaml": "pause: 0.1\n"})
+    locks = []
+    for args in (["-j", "1"], ["-j", "4"], ["-j", "2", "--executor", "dask"]):
+        for p in ("reprobuild.lock", "all.txt", "alone.txt"):
+            if (ws.root / p).exists():
+                os.unlink(ws.root / p)
+        import shutil
+
+        shutil.rmtree(ws.root / "out", ignore_errors=True)
+        shutil.rmtree(ws.root / "cache", ignore_errors=True)
+        r = ws.run("build", *args)
+        assert r.code == 0, r.err
+        assert len(stages_run(r)) == 6
+        locks.append(ws.read("reprobuild.lock"))
+    assert locks[0] == locks[1] == locks[2]
+
+
+def test_keep_going_under_parallel(ws):
+    ws.write(PIPE)
+    ws.write({"reprobuild.yaml": ws.read("reprobuild.yaml").replace(
+        "echo ${item} > 'out/${item}.txt'", "test ${item} != 3 && echo ${item} > 'out/${item}.txt'")})
+    r = ws.run("build", "-j", "2", "-k")
+    assert r.code == 1
+    ran = stages_run(r)
+    assert "alone" in ran and "gather" not in ran
+    assert "failed" in r.err and "work@3" in r.err
+    assert "not run" in r.out and "gather" in r.out
+    for i in (1, 2, 4):
+        assert f"work@{i}:" in ws.read("reprobuild.lock")
+
+
+def test_interrupt_stops_cleanly_and_rebuild_finishes(ws):
+    ws.write(PIPE)
+    ws.write({"params.yaml": "pause: 30\n", "reprobuild.yaml": ws.read("reprobuild.yaml").replace("stages:\n", """\
+stages:
+  quick:
+    cmd: echo quick > quick.txt
+    outs: [quick.txt]
+""")})
+    proc = subprocess.Popen([sys.executable, "-m", "reprobuild", "build", "-j", "2", "quick", "work"],
+                            cwd=ws.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.time() + 20
+    while not ((ws.root / "times.log").exists() and ws.read("times.log").count("start") >= 1):
+        assert time.time() < deadline, "stages never started"
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, err
+    assert "interrupted" in out + err
+    lock = ws.read("reprobuild.lock") if (ws.root / "reprobuild.lock").exists() else ""
+    # what finished is recorded; nothing half-made is in the cache
+    assert list((ws.root / "cache/tmp").iterdir()) == []
+    assert "quick:" in lock and "work@1:" not in lock
+    sleepers = subprocess.run(["pgrep", "-f", "sleep 30"], capture_output=True, text=True).stdout
+    assert sleepers.strip() == ""
+    ws.write({"params.yaml": "pause: 0.1\n"})
+    r = ws.run("build", "-j", "2")
+    assert r.code == 0, r.err
+    assert ws.run("status", "--check").code == 0
+
+
+def test_killed_dask_worker_fails_the_stage_cleanly(ws):
+    pytest.importorskip("distributed")
+    ws.write({"reprobuild.yaml": """\
+        stages:
+          killer:
+            cmd: kill -9 $PPID; sleep 5; echo never > k.txt
+            outs: [k.txt]
+          fine:
+            cmd: echo ok > ok.txt
+            outs: [ok.txt]
+        """})
+    start = time.time()
+    r = ws.run_process("build", "--executor", "dask", "-j", "2", "-k", timeout=120)
+    assert r.returncode == 1, r.stderr
+    assert "killer" in r.stderr and ("KilledWorker" in r.stderr or "could not run" in r.stderr)
+    assert (ws.root / "ok.txt").read_text() == "ok\n"
+    assert time.time() - start < 110

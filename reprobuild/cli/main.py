@@ -68,6 +68,7 @@ def parser() -> argparse.ArgumentParser:
 
     c = add("checkout", "make the workspace's outputs match the lockfile, from the cache")
     c.add_argument("targets", nargs="*", metavar="STAGE")
+    c.add_argument("--rev", metavar="REV", help="the lockfile of this git revision instead of the working tree's")
 
     m = add("commit", "record the workspace as it is into the lockfile, without running")
     m.add_argument("targets", nargs="*", metavar="STAGE")
@@ -213,12 +214,29 @@ def cmd_checkout(args) -> int:
     from ..engine import checkout
 
     project = _open(args)
-    entries, problem = project.read_lock()
+    if args.rev:
+        entries, problem = _lock_at_rev(project, args.rev)
+    else:
+        entries, problem = project.read_lock()
     if problem:
         raise UsageError(problem)
-    names = project.select(args.targets) if args.targets else None
+    names = None
+    if args.targets:
+        names = [n for n in project.select(args.targets) if n in entries]
     result = checkout(project, entries, names)
     return _report_checkout(result, args)
+
+
+def _lock_at_rev(project, rev: str):
+    """The stages of the lockfile as it was at a git revision."""
+    from .. import gitrev, lockfile
+
+    top = gitrev.require_repo(project.ws.dir)
+    rel = project.ws.lock_file.resolve().relative_to(top.resolve()).as_posix()
+    text = gitrev.show(top, rev, rel)
+    if text is None:
+        raise UsageError(f"revision '{rev}' has no {rel}")
+    return lockfile.parse(text, f"{rel} at {rev}")
 
 
 def _report_checkout(result, args) -> int:

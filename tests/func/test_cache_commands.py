@@ -144,3 +144,28 @@ def test_init_writes_a_pipeline_that_builds(ws):
     b = ws.run("build")
     assert b.code == 0 and ws.read("out/greeting.txt") == "hello\n"
     assert ws.run("init").code == 2
+
+
+def test_checkout_rev_restores_an_older_model_without_running(ws):
+    ws.write(PIPE)
+    ws.run("build")
+    ws.commit_all("n=3")
+    ws.write({"params.yaml": "n: 5\n"})
+    ws.run("build")
+    ws.commit_all("n=5")
+    assert ws.read("single.txt") == "5\n"
+    r = ws.run("checkout", "--rev", "HEAD~1")
+    assert r.code == 0, r.err
+    assert ws.read("single.txt") == "3\n" and not (ws.root / "out/sub/4.txt").exists()
+    assert "running" not in r.out
+    assert ws.run("checkout", "--rev", "nope").code == 2
+
+
+def test_checkout_rev_outside_git(tmp_path, capsys):
+    from tests.conftest import Workspace
+
+    plain = Workspace(tmp_path, capsys)
+    plain.write(PIPE)
+    plain.run("build")
+    r = plain.run("checkout", "--rev", "HEAD")
+    assert r.code == 2 and "not in a git repository" in r.err

@@ -40,7 +40,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import hashing
+from . import faults, hashing
 from .errors import CacheError
 from .fsutil import atomic_write, fsync_dir, remove_path
 from .hashing import Meta
@@ -136,6 +136,7 @@ class Cache:
             with os.fdopen(fd, "wb") as dst, open(path, "rb") as src:
                 digest, _ = self._copy(src, dst)
                 os.fsync(dst.fileno())
+            faults.point("object:tmp-written")
             st = os.stat(path)
             hasher.stats.record(path, st, digest)
             target = self.object_path(digest)
@@ -146,6 +147,7 @@ class Cache:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(tmp, target)
                 fsync_dir(target.parent)
+                faults.point("object:renamed")
             return digest
         except BaseException:
             _unlink_quiet(tmp)
@@ -181,7 +183,7 @@ class Cache:
     def _publish_bytes(self, data: bytes, target: Path) -> None:
         self.tmp.mkdir(parents=True, exist_ok=True)
         target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(target, data, mode=0o444, tmp_dir=self.tmp)
+        atomic_write(target, data, mode=0o444, tmp_dir=self.tmp, what="manifest")
 
     # -- restore ------------------------------------------------------------
 
@@ -284,7 +286,8 @@ class Cache:
         target = self.run_path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
-        atomic_write(target, json.dumps(record, sort_keys=True, indent=1).encode(), tmp_dir=self.tmp)
+        atomic_write(target, json.dumps(record, sort_keys=True, indent=1).encode(), tmp_dir=self.tmp,
+                     what="run-record")
 
     # -- who is using it ----------------------------------------------------
 

@@ -105,6 +105,7 @@ def build(project: Project, opts: BuildOptions, reporter: Reporter, executor=Non
         return Summary()
     project.cache.ensure()
     with workspace_lock(project.ws.state_dir, opts.wait, reporter.waiting_for_lock), project.cache.using():
+        project.sweep_lock_temps()
         entries, problem = project.read_lock()
         if problem:
             reporter.warning(problem)

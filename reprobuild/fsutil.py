@@ -10,8 +10,15 @@ import os
 import tempfile
 from pathlib import Path
 
+from . import faults
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o644, tmp_dir: Path | None = None) -> None:
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o644, tmp_dir: Path | None = None,
+                 what: str = "file") -> None:
+    """Write `data` to `path` so that a crash leaves the old file or the new one.
+
+    `what` names the write for fault injection (faults.py).
+    """
     path = Path(path)
     folder = tmp_dir or path.parent
     folder.mkdir(parents=True, exist_ok=True)
@@ -22,11 +29,13 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644, tmp_dir: Path | Non
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
+        faults.point(f"{what}:tmp-written")
         os.replace(tmp, path)
     except BaseException:
         _unlink_quiet(tmp)
         raise
     fsync_dir(path.parent)
+    faults.point(f"{what}:renamed")
 
 
 def fsync_dir(folder: Path) -> None:

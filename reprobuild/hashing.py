@@ -124,7 +124,7 @@ class StatCache:
         live = {p: e for p, e in on_disk.items() if os.path.lexists(p)} if len(on_disk) > 50_000 else on_disk
         data = json.dumps({"schema": STATCACHE_SCHEMA, "entries": live}, separators=(",", ":"))
         try:
-            atomic_write(self.path, data.encode())
+            atomic_write(self.path, data.encode(), what="statcache")
         except OSError:
             return  # a read-only cache still builds; it just hashes again next time
         self.dirty = False

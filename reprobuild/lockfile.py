@@ -136,7 +136,7 @@ def _meta_order(meta: dict) -> list:
 
 def write(path: Path, stages: dict, parsed_copy: Path | None = None) -> None:
     data = dumps(stages).encode("utf-8")
-    atomic_write(path, data)
+    atomic_write(path, data, what="lockfile")
     if parsed_copy is not None:
         _save_copy(parsed_copy, hash_bytes(data), stages)
 

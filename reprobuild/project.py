@@ -49,6 +49,11 @@ class Project:
     def select(self, targets) -> list[str]:
         return graph_mod.select(self.graph, self.pipeline, list(targets), str(self.ws.dir))
 
+    def sweep_lock_temps(self) -> None:
+        """Temp lockfiles left by a killed process (only call while holding the workspace lock)."""
+        for tmp in self.ws.dir.glob(".tmp-*-" + self.ws.lock_file.name):
+            tmp.unlink(missing_ok=True)
+
     def save_stats(self) -> None:
         if self.cache.root.is_dir():
             self.hasher.stats.save()

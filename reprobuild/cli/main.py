@@ -84,6 +84,10 @@ def parser() -> argparse.ArgumentParser:
     history.register(add)
     remote.register(add)
 
+    v = add("verify", "re-run stages aside from the workspace and compare their outputs bit for bit")
+    v.add_argument("targets", nargs="*", metavar="STAGE")
+    v.add_argument("--all", action="store_true", help="every stage (the default when none is named)")
+
     cache = add("cache", "cache upkeep")
     cache_sub = cache.add_subparsers(dest="cache_command", metavar="ACTION")
     cache_sub.add_parser("verify", parents=[common], help="re-hash every object; quarantine corrupt ones")
@@ -294,6 +298,34 @@ def cmd_gc(args) -> int:
     return EXIT_OK
 
 
+def cmd_verify(args) -> int:
+    from ..verify import verify
+
+    project = _open(args)
+    entries, problem = project.read_lock()
+    if problem:
+        raise UsageError(problem)
+    names = list(_expand_names(project, args.targets)) if args.targets else list(project.select([]))
+    quiet = args.quiet
+
+    def show(v) -> None:
+        if v.status == "reproducible":
+            if not quiet:
+                print(f"reproducible  {v.stage}", flush=True)
+            return
+        print(f"{v.status.upper():<13} {v.stage}" + (f": {v.message}" if v.message else ""), flush=True)
+        for d in v.diffs:
+            print(f"  out {d.path} differs from the lockfile")
+            for line in d.detail:
+                print(f"    {line}")
+
+    verdicts = verify(project, names, entries, on_done=show)
+    bad = sum(v.status != "reproducible" for v in verdicts)
+    if not quiet:
+        print(f"{len(verdicts) - bad} of {len(verdicts)} stages reproducible")
+    return EXIT_FAILED if bad else EXIT_OK
+
+
 def cmd_cache(args) -> int:
     if args.cache_command != "verify":
         raise UsageError("usage: reprobuild cache verify")
@@ -309,7 +341,7 @@ def cmd_cache(args) -> int:
 
 COMMANDS = {
     "init": cmd_init, "build": cmd_build, "status": cmd_status, "checkout": cmd_checkout,
-    "commit": cmd_commit, "gc": cmd_gc, "cache": cmd_cache,
+    "commit": cmd_commit, "gc": cmd_gc, "cache": cmd_cache, "verify": cmd_verify,
 }
 
 

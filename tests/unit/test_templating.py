@@ -45,3 +45,14 @@ def test_any_value_is_exactly_one_shell_word(value):
     cmd = render_cmd("prog --v ${v} --w=${v}", ctx(v=value))
     words = shlex.split(cmd)
     assert words == ["prog", "--v", value, f"--w={value}"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1,
+               max_size=30))
+def test_real_shell_receives_the_literal_value(value):
+    import subprocess
+
+    cmd = render_cmd("printf '%s' ${v}", ctx(v=value))
+    out = subprocess.run(["sh", "-c", cmd], capture_output=True).stdout
+    assert out == value.encode()

@@ -1,0 +1,179 @@
+"""Integrity under faults and hostile input, and `verify`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from reprobuild import lockfile
+from tests.conftest import stages_run
+
+PIPE = {
+    "reprobuild.yaml": """\
+        stages:
+          first:
+            cmd: python make.py first ${n} > first.txt
+            outs: [first.txt]
+          folder:
+            cmd: python make.py folder ${n} dir
+            deps: [first.txt]
+            outs: [dir/]
+          last:
+            cmd: cat first.txt dir/a.txt > last.txt
+            deps: [first.txt, dir/]
+            outs: [last.txt]
+        """,
+    "params.yaml": "n: 1\n",
+    "make.py": """\
+        import os, sys
+        what, n = sys.argv[1], int(sys.argv[2])
+        if what == "first":
+            print("first", n)
+        else:
+            os.makedirs(sys.argv[3], exist_ok=True)
+            for name in "ab":
+                open(os.path.join(sys.argv[3], name + ".txt"), "w").write(f"{name} {n}\\n" * 1000)
+        """,
+}
+
+POINTS = [f"{what}:{step}" for what in ("object", "run-record", "manifest", "lockfile", "statcache")
+          for step in ("tmp-written", "renamed")]
+
+
+def assert_consistent(ws):
+    """Lockfile parses; the cache holds no corrupt object; a rebuild finishes the job."""
+    if (ws.root / "reprobuild.lock").exists():
+        _, problem = lockfile.read(ws.root / "reprobuild.lock")
+        assert problem is None
+    assert ws.run("cache", "verify").code == 0
+    r = ws.run("build")
+    assert r.code == 0, r.err
+    assert ws.run("status", "--check").code == 0
+    assert ws.read("last.txt").startswith("first 2\n")
+    assert not list(ws.root.glob(".tmp-*"))
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_kill_at_every_write_leaves_old_or_new_state(ws, point):
+    ws.write(PIPE)
+    assert ws.run("build").code == 0
+    time.sleep(1.05)  # outputs leave the stat cache's racy window, so it is written too
+    ws.write({"params.yaml": "n: 2\n"})
+    r = ws.run_process("build", env={**os.environ, "REPROBUILD_FAULT": point})
+    assert r.returncode == -signal.SIGKILL, (point, r.stderr)
+    assert_consistent(ws)
+
+
+@pytest.mark.parametrize("point", ["object:tmp-written", "lockfile:tmp-written", "run-record:tmp-written"])
+def test_disk_full_is_a_clear_error_and_loses_nothing(ws, point):
+    ws.write(PIPE)
+    ws.run("build")
+    lock_before = ws.read("reprobuild.lock")
+    ws.write({"params.yaml": "n: 2\n"})
+    r = ws.run_process("build", env={**os.environ, "REPROBUILD_FAULT": "enospc@" + point})
+    assert r.returncode in (1, 2)
+    assert "No space left on device" in r.stderr and "Traceback" not in r.stderr
+    assert lockfile.read(ws.root / "reprobuild.lock")[1] is None
+    if point == "lockfile:tmp-written":
+        assert ws.read("reprobuild.lock") == lock_before
+    assert list((ws.root / "cache/tmp").iterdir()) == []
+    assert ws.read("params.yaml") == "n: 2\n"  # inputs untouched
+    assert_consistent(ws)
+
+
+def test_kill_9_mid_stage(ws):
+    ws.write(PIPE)
+    ws.write({"reprobuild.yaml": ws.read("reprobuild.yaml").replace(
+        "cmd: python make.py folder ${n} dir", "cmd: python make.py folder ${n} dir && sleep 60")})
+    proc = subprocess.Popen([sys.executable, "-m", "reprobuild", "build"], cwd=ws.root,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 20
+    while not (ws.root / "dir/b.txt").exists():
+        assert time.time() < deadline
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    subprocess.run(["pkill", "-9", "-f", "sleep 60"])
+    proc.wait()
+    stages, problem = lockfile.read(ws.root / "reprobuild.lock")
+    assert problem is None and list(stages) == ["first"]
+    st = ws.run("status")
+    assert "folder" in st.out and "first" not in st.out.split("folder")[0]
+    # the partial output of the killed stage never entered the cache
+    assert ws.run("cache", "verify").out.startswith("checked 1 objects")
+    ws.write({"reprobuild.yaml": PIPE["reprobuild.yaml"].replace("        ", "")})
+    assert stages_run(ws.run("build")) == ["folder", "last"]
+
+
+def test_dep_changed_while_running_is_not_recorded(ws):
+    ws.write({"reprobuild.yaml": "stages:\n  s:\n    cmd: cat in.txt > out.txt && echo more >> in.txt\n"
+                                 "    deps: [in.txt]\n    outs: [out.txt]\n",
+              "in.txt": "data\n"})
+    r = ws.run("build")
+    assert r.code == 1 and "inputs changed while it ran (dep changed: in.txt)" in r.err
+    assert not (ws.root / "reprobuild.lock").exists() or "s:" not in ws.read("reprobuild.lock")
+
+
+def test_gc_during_build_waits_and_keeps_its_objects(ws):
+    ws.write({"reprobuild.yaml": "stages:\n  s:\n    cmd: sleep 2 && echo x > out.txt\n    outs: [out.txt]\n"})
+    build = subprocess.Popen([sys.executable, "-m", "reprobuild", "build"], cwd=ws.root,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 10
+    while not (ws.root / "cache/lock").exists():
+        assert time.time() < deadline
+        time.sleep(0.05)
+    time.sleep(0.3)
+    gc = ws.run_process("gc")
+    assert build.wait(timeout=30) == 0
+    assert gc.returncode == 0 and "waiting for running builds" in gc.stderr
+    os.unlink(ws.root / "out.txt")
+    assert ws.run("checkout").code == 0 and ws.read("out.txt") == "x\n"
+
+
+def test_two_workspaces_share_one_cache(tmp_path, capsys):
+    from tests.conftest import Workspace, write_tree
+
+    cache = tmp_path / "shared-cache"
+    roots = [tmp_path / "a", tmp_path / "b"]
+    for root in roots:
+        write_tree(root, PIPE)
+    procs = [subprocess.Popen([sys.executable, "-m", "reprobuild", "--cache-dir", str(cache), "build"],
+                              cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for root in roots]
+    assert [p.wait(timeout=60) for p in procs] == [0, 0]
+    assert (roots[0] / "reprobuild.lock").read_text() == (roots[1] / "reprobuild.lock").read_text()
+    ws = Workspace(roots[0], capsys)
+    assert ws.run("--cache-dir", str(cache), "cache", "verify").code == 0
+    fresh = Workspace(tmp_path / "c", capsys)
+    write_tree(fresh.root, PIPE)
+    r = fresh.run("--cache-dir", str(cache), "build")
+    assert stages_run(r) == [] and r.code == 0  # everything restored from the shared cache
+
+
+def test_verify_passes_deterministic_and_names_nondeterministic(ws):
+    ws.write(PIPE)
+    ws.write({"reprobuild.yaml": ws.read("reprobuild.yaml") + """\
+  noisy:
+    cmd: python -c "import os; open('noisy.txt','w').write('run ' + os.urandom(4).hex() + '\\\\n')"
+    outs: [noisy.txt]
+"""})
+    assert ws.run("build").code == 0
+    before = ws.read("reprobuild.lock")
+    r = ws.run("verify", "first", "folder", "last")
+    assert r.code == 0 and "3 of 3 stages reproducible" in r.out
+    r = ws.run("verify")
+    assert r.code == 1
+    assert "DIFFERS       noisy" in r.out and "out noisy.txt differs" in r.out
+    assert "first differing byte at offset 4" in r.out and "-run " in r.out
+    assert ws.read("reprobuild.lock") == before  # the workspace was not touched
+
+
+def test_verify_uses_locked_inputs_not_the_workspace(ws):
+    ws.write(PIPE)
+    ws.run("build")
+    ws.write({"first.txt": "edited by hand\n"})  # an upstream out edited after the build
+    r = ws.run("verify", "last")
+    assert r.code == 0, r.out  # last re-ran on the locked first.txt, restored from the cache

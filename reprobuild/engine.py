@@ -146,8 +146,11 @@ class Builder:
         restore_signals = _install_interrupt(executor, self)
         try:
             while ready or running:
-                while ready and not stop and self._busy_cpus(running) < jobs:
-                    name = ready.pop(0)
+                while ready and not stop:
+                    name = self._next_fitting(ready, running, jobs, bad)
+                    if name is None:
+                        break
+                    ready.remove(name)
                     if name in bad:
                         self.summary.blocked.append(name)
                         self.reporter.stage_blocked(name, bad[name])
@@ -196,8 +199,18 @@ class Builder:
         s = self.summary
         return {*s.ran, *s.restored, *s.skipped, *s.failed, *s.blocked}
 
-    def _busy_cpus(self, running) -> int:
-        return sum(self.p.pipeline.stages[d.stage].cpus for d, _ in running.values())
+    def _next_fitting(self, ready, running, jobs, bad):
+        """The first ready stage whose `resources.cpus` fit in what -j leaves free.
+
+        A stage asking for more than -j runs alone; stages that will not run
+        (behind a failure) need no CPU.
+        """
+        busy = sum(self.p.pipeline.stages[d.stage].cpus for d, _ in running.values())
+        for name in ready:
+            need = 0 if name in bad else min(self.p.pipeline.stages[name].cpus, jobs)
+            if not running or busy + need <= jobs:
+                return name
+        return None
 
     def _release(self, name, failed, waiting, ready, order, bad):
         """Mark `name` done; downstream stages whose upstream all ended become ready."""

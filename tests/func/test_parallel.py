@@ -141,3 +141,13 @@ def test_killed_dask_worker_fails_the_stage_cleanly(ws):
     assert "killer" in r.stderr and ("KilledWorker" in r.stderr or "could not run" in r.stderr)
     assert (ws.root / "ok.txt").read_text() == "ok\n"
     assert time.time() - start < 110
+
+
+def test_resources_cpus_count_against_jobs(ws):
+    ws.write({**PIPE, "params.yaml": "pause: 0.4\n"})
+    ws.write({"reprobuild.yaml": ws.read("reprobuild.yaml").replace(
+        "      outs: ['out/${item}.txt']", "      outs: ['out/${item}.txt']\n      resources: {cpus: 2}")})
+    assert ws.run("build", "-j", "2").code == 0
+    t = times(ws)
+    spans = sorted((t[("start", f"work@{i}")], t[("end", f"work@{i}")]) for i in range(1, 5))
+    assert all(prev_end <= start for (_, prev_end), (start, _) in zip(spans, spans[1:]))  # one at a time

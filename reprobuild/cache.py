@@ -165,20 +165,7 @@ class Cache:
                                      errno.EBADF, errno.ENOSYS, errno.EPERM):
                     raise
                 self._reflink_ok = False
-        import xxhash
-
-        h = xxhash.xxh3_128()
-        buf = bytearray(hashing.CHUNK)
-        view = memoryview(buf)
-        size = 0
-        while True:
-            n = src.readinto(buf)
-            if not n:
-                break
-            h.update(view[:n])
-            dst.write(view[:n])
-            size += n
-        return h.hexdigest(), size
+        return hashing.hash_stream(src, copy_to=dst)
 
     def _publish_bytes(self, data: bytes, target: Path) -> None:
         self.tmp.mkdir(parents=True, exist_ok=True)

@@ -64,9 +64,10 @@ def hash_bytes(data: bytes) -> str:
     return xxhash.xxh3_128_hexdigest(data)
 
 
-def hash_stream(f, buf: bytearray | None = None) -> tuple[str, int]:
+def hash_stream(f, copy_to=None) -> tuple[str, int]:
+    """(hash, size) of a binary stream read to its end; `copy_to` also receives the bytes."""
     h = xxhash.xxh3_128()
-    buf = buf or bytearray(CHUNK)
+    buf = bytearray(CHUNK)
     view = memoryview(buf)
     size = 0
     while True:
@@ -74,6 +75,8 @@ def hash_stream(f, buf: bytearray | None = None) -> tuple[str, int]:
         if not n:
             break
         h.update(view[:n])
+        if copy_to is not None:
+            copy_to.write(view[:n])
         size += n
     return h.hexdigest(), size
 

@@ -5,7 +5,10 @@ keys), then params, then `vars`; dotted names walk into mappings
 (`${train.forest.depth}`, `${item.lr}`). `\\${` is a literal `${`.
 
 In a command every substituted value is quoted with `shlex.quote`, so it is
-exactly one shell word: a param can never inject shell syntax. Elsewhere
+exactly one shell word: a param can never inject shell syntax. A mapping in a
+command expands, as in DVC, to `--key value` pairs (nested keys dotted,
+each value one quoted word): `train.py ${item}` with item `{C: 1.0}` gives
+`train.py --C 1.0`. Elsewhere
 (paths, param keys) values are substituted as text, and a string that is just
 `${name}` keeps the value's own type.
 """
@@ -109,8 +112,29 @@ def _substitute(match: re.Match, ctx: Context, quote: bool) -> str:
         return match.group(0)[1:]
     name = match.group(2)
     value = ctx.lookup(name)
+    if quote and isinstance(value, dict):
+        return " ".join(f"--{_flag(k, name)} {shlex.quote(to_text(v, name))}"
+                        for k, v in _flat_items(value))
     text = to_text(value, name)
     return shlex.quote(text) if quote else text
+
+
+_FLAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+def _flat_items(mapping: dict, prefix: str = ""):
+    for k, v in mapping.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            yield from _flat_items(v, key + ".")
+        else:
+            yield key, v
+
+
+def _flag(key: str, name: str) -> str:
+    if not _FLAG.match(key):
+        raise TemplateError(f"'${{{name}}}' has key {key!r}, which cannot be a command-line flag")
+    return key
 
 
 def to_text(value, name: str) -> str:

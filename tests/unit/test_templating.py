@@ -30,9 +30,9 @@ def test_unknown_name():
         render("${missing}", ctx())
 
 
-def test_mapping_in_cmd_refused():
+def test_list_in_cmd_refused():
     with pytest.raises(TemplateError, match="not a single value"):
-        render_cmd("echo ${m}", ctx(m={"a": 1}))
+        render_cmd("echo ${m}", ctx(m=[1, 2]))
 
 
 def test_render_tree_keeps_keys_and_lists():
@@ -56,3 +56,10 @@ def test_real_shell_receives_the_literal_value(value):
     cmd = render_cmd("printf '%s' ${v}", ctx(v=value))
     out = subprocess.run(["sh", "-c", cmd], capture_output=True).stdout
     assert out == value.encode()
+
+
+def test_mapping_in_cmd_expands_to_flags():
+    cmd = render_cmd("fit ${hp}", ctx(hp={"C": 1.0, "name": "a b", "sub": {"k": 2}}))
+    assert shlex.split(cmd) == ["fit", "--C", "1.0", "--name", "a b", "--sub.k", "2"]
+    with pytest.raises(TemplateError, match="cannot be a command-line flag"):
+        render_cmd("fit ${hp}", ctx(hp={"a; rm": 1}))

@@ -26,6 +26,7 @@ class ConsoleReporter(Reporter):
         self.verbose = verbose
         self.quiet = quiet
         self.prefix_output = prefix_output
+        self.tails: dict[str, str] = {}
 
     def say(self, text: str) -> None:
         if not self.quiet:
@@ -66,13 +67,16 @@ class ConsoleReporter(Reporter):
 
     def stage_failed(self, stage, message, log_tail=""):
         self.err.print(f"[red]{'failed':>10}[/] [bold]{escape(stage)}[/]: {escape(message)}")
-        if log_tail and self.prefix_output:
-            self.err.print(f"[dim]--- last lines of {escape(stage)}'s log ---[/]\n{escape(log_tail)}")
+        if log_tail and self.prefix_output:  # shown again at the end, after the other stages' lines
+            self.tails[stage] = log_tail
 
     def stage_blocked(self, stage, failed_upstream):
         self.say(f"[red]{'not run':>10}[/] {escape(stage)} [dim](upstream '{escape(failed_upstream)}' failed)[/]")
 
     def build_finished(self, s):
+        for stage, tail in self.tails.items():
+            self.err.print(f"[dim]--- last lines of {escape(stage)}'s log "
+                           f"(.reprobuild/logs/{escape(stage)}.log) ---[/]\n{escape(tail)}")
         parts = []
         for label, items in (("ran", s.ran), ("restored", s.restored), ("up to date", s.skipped),
                              ("failed", s.failed), ("not run", s.blocked)):

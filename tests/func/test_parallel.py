@@ -151,3 +151,33 @@ def test_resources_cpus_count_against_jobs(ws):
     t = times(ws)
     spans = sorted((t[("start", f"work@{i}")], t[("end", f"work@{i}")]) for i in range(1, 5))
     assert all(prev_end <= start for (_, prev_end), (start, _) in zip(spans, spans[1:]))  # one at a time
+
+
+def test_failed_stage_log_tail_shown_at_the_end(ws):
+    ws.write({"reprobuild.yaml": """\
+        stages:
+          bad:
+            cmd: echo "the reason it broke"; exit 4
+            outs: [b.txt]
+          good:
+            cmd: echo fine > g.txt
+            outs: [g.txt]
+        """})
+    r = ws.run("build", "-j", "2", "-k")
+    assert r.code == 1
+    assert "command exited with 4" in r.err
+    assert "last lines of bad's log" in r.err and "the reason it broke" in r.err.split("last lines")[1]
+    assert (ws.root / ".reprobuild/logs/bad.log").read_text() == "the reason it broke\n"
+
+
+def test_external_dask_scheduler(ws):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        ws.write({"reprobuild.yaml": "stages:\n  s:\n    cmd: echo hi > s.txt\n    outs: [s.txt]\n"})
+        r = ws.run_process("build", "--executor", "dask", "--scheduler", cluster.scheduler_address, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert (ws.root / "s.txt").read_text() == "hi\n"
+        bad = ws.run_process("build", "--force", "--executor", "dask", "--scheduler", "tcp://127.0.0.1:1",
+                             timeout=60)
+        assert bad.returncode == 2 and "cannot reach the Dask scheduler" in bad.stderr

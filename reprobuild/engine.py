@@ -130,6 +130,7 @@ class Builder:
             from .remote import open_remote  # fsspec only when a remote is used
 
             self.remote = open_remote(project, opts.remote)
+            self.remote.on_warning = reporter.warning  # refused remote objects reach the console
 
     def run(self, names: list[str], executor=None) -> Summary:
         selected = set(names)

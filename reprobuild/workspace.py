@@ -52,7 +52,7 @@ class Workspace:
 def find_pipeline(file_opt: str | None, cwd: Path | None = None) -> Path:
     cwd = (cwd or Path.cwd()).absolute()
     if file_opt:
-        path = (cwd / file_opt).absolute()
+        path = Path(os.path.abspath(cwd / file_opt))
         if path.is_dir():
             path = path / PIPELINE_FILE
         if not path.is_file():

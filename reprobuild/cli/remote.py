@@ -2,14 +2,150 @@
 
 `register(add)` adds their subparsers; `add(name, help)` returns an argparse
 parser that already has the global options. COMMANDS maps a command name to
-its function `f(args) -> exit code`.
+its function `f(args) -> exit code`. This module is imported at start-up:
+fsspec and reprobuild.remote are imported inside the commands only.
 """
 
 from __future__ import annotations
 
+import sys
+import threading
+from contextlib import contextmanager
+
+from ..errors import EXIT_FAILED, EXIT_OK, UsageError
+
+JOBS = 16
+
 
 def register(add) -> None:
-    pass
+    p = add("push", "upload the cache objects and run records the lockfile names to the remote")
+    p.add_argument("targets", nargs="*", metavar="TARGET", help="stages or outputs (upstream included); default all")
+    p.add_argument("--all", action="store_true", dest="everything",
+                   help="every object and run record in the local cache, not only what the lockfile names")
+    _transfer_options(p)
+    q = add("pull", "download what the lockfile names from the remote and check the workspace out")
+    q.add_argument("targets", nargs="*", metavar="TARGET", help="stages or outputs (upstream included); default all")
+    _transfer_options(q)
 
 
-COMMANDS: dict = {}
+def _transfer_options(p) -> None:
+    p.add_argument("--remote", metavar="URL", help="remote cache URL (overrides REPROBUILD_REMOTE and remote:)")
+    p.add_argument("-j", "--jobs", type=int, default=JOBS, help=f"transfers at once (default {JOBS})")
+
+
+def cmd_push(args) -> int:
+    from ..remote import open_remote, push
+
+    if args.everything and args.targets:
+        raise UsageError("push takes TARGETs or --all, not both")
+    project, names = _open(args)
+    remote = open_remote(project, args.remote, jobs=args.jobs, create=True)
+    _warn_on_console(remote)
+    with _progress("push", args.quiet) as progress:
+        result = push(project, remote, names, args.everything, progress)
+    _say(args, f"pushed {result.objects} objects ({_size(result.bytes)}) and {result.runs} run records "
+               f"to {remote.url}; {result.present + result.runs_present} were already there")
+    for item in result.corrupt:
+        print(f"corrupt in the local cache (quarantined), not pushed: {item}", file=sys.stderr)
+    for item in result.missing:
+        print(f"missing from the local cache, not pushed: {item}", file=sys.stderr)
+    return EXIT_FAILED if result.missing or result.corrupt else EXIT_OK
+
+
+def cmd_pull(args) -> int:
+    from ..engine import checkout
+    from ..remote import open_remote, pull
+
+    project, names = _open(args)
+    remote = open_remote(project, args.remote, jobs=args.jobs)
+    _warn_on_console(remote)
+    with _progress("pull", args.quiet) as progress:
+        result, entries = pull(project, remote, names, progress)
+    _say(args, f"pulled {result.objects} objects ({_size(result.bytes)}) and {result.runs} run records "
+               f"from {remote.url}; {result.present} were already in the cache")
+    for item in result.missing:
+        print(f"missing from the remote: {item}", file=sys.stderr)
+    co = checkout(project, entries, names)
+    if not args.quiet:
+        for path in co.restored:
+            print(f"restored {path}")
+        print(f"{len(co.restored)} restored, {len(co.unchanged)} already in place")
+    for item in co.missing:
+        if item not in result.missing:
+            print(f"missing from the cache: {item}", file=sys.stderr)
+    return EXIT_FAILED if result.missing or co.missing else EXIT_OK
+
+
+def _open(args):
+    from ..project import Project
+
+    if args.jobs < 1:
+        raise UsageError("-j takes a number >= 1")
+    project = Project.open(args.file, args.cache_dir)
+    return project, (project.select(args.targets) if args.targets else None)
+
+
+def _say(args, text: str) -> None:
+    if not args.quiet:
+        print(text)
+
+
+def _size(n: int) -> str:
+    from rich.filesize import decimal
+
+    return decimal(n)
+
+
+def _warn_on_console(remote) -> None:
+    from rich.markup import escape
+
+    from .console import make_console
+
+    err = make_console(stderr=True)
+    remote.on_warning = lambda message: err.print(f"[yellow]warning:[/] {escape(message)}")
+
+
+@contextmanager
+def _progress(verb: str, quiet: bool):
+    """A rich bar (files, bytes, rate) on a terminal; nothing when piped or quiet."""
+    from ..remote import Progress
+    from .console import make_console
+
+    console = make_console(stderr=True)
+    if quiet or not console.is_terminal:
+        yield Progress()
+        return
+    from rich.progress import (BarColumn, DownloadColumn, Progress as Bar, TextColumn, TimeRemainingColumn,
+                               TransferSpeedColumn)
+
+    bar = Bar(TextColumn("{task.description}"), BarColumn(),
+              TextColumn("{task.fields[files]}/{task.fields[nfiles]} files"), DownloadColumn(),
+              TransferSpeedColumn(), TimeRemainingColumn(), console=console, transient=True)
+    with bar:
+        yield _BarProgress(bar, bar.add_task(verb, total=None, files=0, nfiles=0))
+
+
+class _BarProgress:
+    """remote.Progress drawn on a rich bar; called from the transfer threads."""
+
+    def __init__(self, bar, task):
+        self.bar, self.task = bar, task
+        self.lock = threading.Lock()
+        self.files = self.nfiles = self.total = 0
+
+    def add_total(self, files: int, nbytes: int) -> None:
+        with self.lock:
+            self.nfiles += files
+            self.total += nbytes
+            self.bar.update(self.task, total=self.total or None, nfiles=self.nfiles)
+
+    def advance(self, nbytes: int) -> None:
+        self.bar.advance(self.task, nbytes)
+
+    def file_done(self) -> None:
+        with self.lock:
+            self.files += 1
+            self.bar.update(self.task, files=self.files)
+
+
+COMMANDS: dict = {"push": cmd_push, "pull": cmd_pull}

@@ -1,0 +1,214 @@
+"""Remote speed benchmark (issue: a shared remote cache). Prints a table; asserts nothing.
+
+    python benchmarks/bench_remote.py [--small 1000] [--small-kib 4] [--big-gib 1] [--jobs 16] [--no-aws]
+
+Against an S3 server on loopback (moto's server mode, in a process of its own
+so that it does not share the GIL of the client being measured), in one run:
+- `reprobuild push` of N small objects (a folder out) to an empty prefix, a
+  no-op push (existence checks only), and `reprobuild pull` into an empty
+  cache (downloads, verification, and checkout into the workspace);
+- the same files with s3fs at its best (one batched `put`/`get` call:
+  asyncio, every file in flight), and with `aws s3 sync --endpoint-url` when
+  the aws CLI works;
+- the same for one large object (default 1 GiB): `reprobuild push/pull` against
+  s3fs `put_file`/`get_file` and `aws s3 cp`.
+Every figure is the wall time of a fresh process, as a user runs it (so each
+includes interpreter start-up and imports). The server is moto, not S3: the
+numbers compare the clients, not what a real bucket sustains.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+GEN_SMALL = """\
+import os, sys, random
+n, kib = int(sys.argv[1]), int(sys.argv[2])
+rng = random.Random(0)
+for i in range(n):
+    d = f"small/{i % 32:02d}"
+    os.makedirs(d, exist_ok=True)
+    open(f"{d}/{i}.bin", "wb").write(rng.randbytes(rng.randint(kib * 512, kib * 1536)))
+"""
+
+GEN_BIG = """\
+import os, sys
+left = int(float(sys.argv[1]) * 2**30)
+with open("big.bin", "wb") as f:
+    while left > 0:
+        chunk = os.urandom(min(left, 64 * 2**20))
+        f.write(chunk)
+        left -= len(chunk)
+"""
+
+S3FS_PUT = """\
+import sys, os, s3fs
+src, dest = sys.argv[1], sys.argv[2]
+fs = s3fs.S3FileSystem()
+if os.path.isdir(src):
+    local = sorted(str(p) for p in __import__("pathlib").Path(src).rglob("*") if p.is_file())
+    fs.put(local, [dest + "/" + os.path.relpath(p, src) for p in local])
+else:
+    fs.put_file(src, dest)
+"""
+
+S3FS_GET = """\
+import sys, os, s3fs
+src, dest = sys.argv[1], sys.argv[2]
+fs = s3fs.S3FileSystem()
+remote = fs.find(src)
+if len(remote) == 1 and remote[0] == src:
+    fs.get_file(src, dest)
+else:
+    fs.get(remote, [os.path.join(dest, os.path.relpath(p, src)) for p in remote])
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(port: int) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    sys.exit("moto server did not start")
+
+
+def timed(cmd, cwd, env) -> float:
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    dt = time.perf_counter() - t
+    if proc.returncode != 0:
+        sys.exit(f"failed: {' '.join(map(str, cmd))}\n{proc.stdout}\n{proc.stderr}")
+    return dt
+
+
+def aws_works(env) -> bool:
+    if shutil.which("aws") is None:
+        return False
+    proc = subprocess.run(["aws", "s3", "ls", "--endpoint-url", env["AWS_ENDPOINT_URL"]], env=env,
+                          capture_output=True)
+    return proc.returncode == 0
+
+
+def rate(n_files: int, nbytes: int, seconds: float) -> str:
+    return f"{seconds:7.2f} s  {n_files / seconds:8.0f} obj/s  {nbytes / seconds / 1e6:8.1f} MB/s"
+
+
+def size_of(folder: Path) -> tuple[int, int]:
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    return len(files), sum(p.stat().st_size for p in files)
+
+
+def bench(root: Path, env: dict, args) -> list[tuple[str, str]]:
+    rb = [sys.executable, "-m", "reprobuild"]
+    py = [sys.executable, "-c"]
+    ep = ["--endpoint-url", env["AWS_ENDPOINT_URL"]]
+    ws = root / "ws"
+    ws.mkdir()
+    (ws / "gen_small.py").write_text(GEN_SMALL)
+    (ws / "gen_big.py").write_text(GEN_BIG)
+    (ws / "reprobuild.yaml").write_text(
+        "stages:\n"
+        f"  small:\n    cmd: python gen_small.py {args.small} {args.small_kib}\n    outs: [small/]\n"
+        f"  big:\n    cmd: python gen_big.py {args.big_gib}\n    outs: [big.bin]\n")
+    timed(rb + ["build", "-q"], ws, env)
+    n_small, b_small = size_of(ws / "small")
+    b_big = (ws / "big.bin").stat().st_size
+    jobs = ["-j", str(args.jobs)]
+    use_aws = not args.no_aws and aws_works(env)
+    rows = []
+
+    # -- small objects
+    label = f"{n_small} small objects ({b_small / 1e6:.1f} MB)"
+    rows.append((f"push {label}", rate(n_small, b_small, timed(
+        rb + ["push", "small", "--remote", "s3://bench/rb-small"] + jobs, ws, env))))
+    noop = timed(rb + ["push", "small", "--remote", "s3://bench/rb-small"] + jobs, ws, env)
+    rows.append(("  no-op push (all there)", f"{noop:7.2f} s"))
+    rows.append(("  s3fs batched put", rate(n_small, b_small, timed(
+        py + [S3FS_PUT, str(ws / "small"), "bench/s3fs-small"], ws, env))))
+    if use_aws:
+        rows.append(("  aws s3 sync (upload)", rate(n_small, b_small, timed(
+            ["aws", "s3", "sync", "--quiet", str(ws / "small"), "s3://bench/aws-small"] + ep, ws, env))))
+    shutil.rmtree(ws / "small")
+    rows.append((f"pull {label} (+ checkout)", rate(n_small, b_small, timed(
+        rb + ["--cache-dir", str(root / "cache-a"), "pull", "small", "--remote", "s3://bench/rb-small"] + jobs,
+        ws, env))))
+    rows.append(("  s3fs batched get", rate(n_small, b_small, timed(
+        py + [S3FS_GET, "bench/s3fs-small", str(root / "s3fs-small")], ws, env))))
+    if use_aws:
+        rows.append(("  aws s3 sync (download)", rate(n_small, b_small, timed(
+            ["aws", "s3", "sync", "--quiet", "s3://bench/aws-small", str(root / "aws-small")] + ep, ws, env))))
+
+    # -- one large object
+    label = f"1 object of {b_big / 2**30:.2f} GiB"
+    rows.append((f"push {label}", rate(1, b_big, timed(
+        rb + ["push", "big", "--remote", "s3://bench/rb-big"] + jobs, ws, env))))
+    rows.append(("  s3fs put_file", rate(1, b_big, timed(py + [S3FS_PUT, str(ws / "big.bin"), "bench/s3fs-big"],
+                                                          ws, env))))
+    if use_aws:
+        rows.append(("  aws s3 cp (upload)", rate(1, b_big, timed(
+            ["aws", "s3", "cp", "--quiet", str(ws / "big.bin"), "s3://bench/aws-big"] + ep, ws, env))))
+    os.unlink(ws / "big.bin")
+    rows.append((f"pull {label} (+ checkout)", rate(1, b_big, timed(
+        rb + ["--cache-dir", str(root / "cache-b"), "pull", "big", "--remote", "s3://bench/rb-big"] + jobs,
+        ws, env))))
+    rows.append(("  s3fs get_file", rate(1, b_big, timed(py + [S3FS_GET, "bench/s3fs-big", str(root / "s3fs-big")],
+                                                          ws, env))))
+    if use_aws:
+        rows.append(("  aws s3 cp (download)", rate(1, b_big, timed(
+            ["aws", "s3", "cp", "--quiet", "s3://bench/aws-big", str(root / "aws-big")] + ep, ws, env))))
+    if not use_aws:
+        rows.append(("(aws CLI absent or not working: its rows skipped)", ""))
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--small", type=int, default=1000, help="number of small objects")
+    ap.add_argument("--small-kib", type=int, default=4, help="their mean size in KiB")
+    ap.add_argument("--big-gib", type=float, default=1.0, help="size of the large object in GiB")
+    ap.add_argument("--jobs", type=int, default=16, help="reprobuild push/pull -j")
+    ap.add_argument("--no-aws", action="store_true", help="skip the aws CLI rows")
+    args = ap.parse_args()
+    port = free_port()
+    server = start_server(port)
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+    env.pop("AWS_PROFILE", None)
+    try:
+        import boto3
+
+        boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                     aws_access_key_id="bench", aws_secret_access_key="bench").create_bucket(Bucket="bench")
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = bench(Path(tmp), env, args)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    width = max(len(r[0]) for r in rows)
+    print(f"remote benchmark: moto S3 server on 127.0.0.1, {os.cpu_count()} CPUs, reprobuild -j {args.jobs}")
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+
+
+if __name__ == "__main__":
+    main()

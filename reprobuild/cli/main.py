@@ -107,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _error("interrupted", None, args.verbose)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader left (`| head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except OSError as exc:
         where = f": {exc.filename}" if exc.filename else ""
         _error(f"{exc.strerror or exc}{where}", None, args.verbose)

@@ -89,7 +89,7 @@ def test_disk_full_is_a_clear_error_and_loses_nothing(ws, point):
 def test_kill_9_mid_stage(ws):
     ws.write(PIPE)
     ws.write({"reprobuild.yaml": ws.read("reprobuild.yaml").replace(
-        "cmd: python make.py folder ${n} dir", "cmd: python make.py folder ${n} dir && sleep 60")})
+        "cmd: python make.py folder ${n} dir", "cmd: python make.py folder ${n} dir && sleep 61.37")})
     proc = subprocess.Popen([sys.executable, "-m", "reprobuild", "build"], cwd=ws.root,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 20
@@ -97,7 +97,7 @@ def test_kill_9_mid_stage(ws):
         assert time.time() < deadline
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
-    subprocess.run(["pkill", "-9", "-f", "sleep 60"])
+    subprocess.run(["pkill", "-9", "-f", "sleep 61.37"])
     proc.wait()
     stages, problem = lockfile.read(ws.root / "reprobuild.lock")
     assert problem is None and list(stages) == ["first"]

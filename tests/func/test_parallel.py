@@ -94,7 +94,7 @@ def test_keep_going_under_parallel(ws):
 
 def test_interrupt_stops_cleanly_and_rebuild_finishes(ws):
     ws.write(PIPE)
-    ws.write({"params.yaml": "pause: 30\n", "reprobuild.yaml": ws.read("reprobuild.yaml").replace("stages:\n", """\
+    ws.write({"params.yaml": "pause: 29.71\n", "reprobuild.yaml": ws.read("reprobuild.yaml").replace("stages:\n", """\
 stages:
   quick:
     cmd: echo quick > quick.txt
@@ -116,7 +116,7 @@ stages:
     # what finished is recorded; nothing half-made is in the cache
     assert list((ws.root / "cache/tmp").iterdir()) == []
     assert "quick:" in lock and "work@1:" not in lock
-    sleepers = subprocess.run(["pgrep", "-f", "sleep 30"], capture_output=True, text=True).stdout
+    sleepers = subprocess.run(["pgrep", "-f", "sleep 29.71"], capture_output=True, text=True).stdout
     assert sleepers.strip() == ""
     ws.write({"params.yaml": "pause: 0.1\n"})
     r = ws.run("build", "-j", "2")

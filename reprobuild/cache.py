@@ -42,7 +42,7 @@ from pathlib import Path
 
 from . import faults, hashing
 from .errors import CacheError
-from .fsutil import atomic_write, fsync_dir, remove_path
+from .fsutil import atomic_write, fsync_dir, remove_path, unlink_quiet as _unlink_quiet
 from .hashing import Meta
 
 RUN_SCHEMA = 1
@@ -210,6 +210,7 @@ class Cache:
                 os.makedirs(os.path.dirname(target), exist_ok=True)
                 tmp = self._restore_file(e["hash"], os.path.dirname(target), e.get("exec", False))
                 os.replace(tmp, target)
+            os.chmod(tmpdir, 0o777 & ~UMASK)  # mkdtemp made it 0700
             remove_path(Path(dest))
             os.replace(tmpdir, dest)
         except BaseException:
@@ -365,15 +366,19 @@ class Cache:
         return report
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _read_umask()  # read once, at import: os.umask is process-wide, not thread-safe
+
+
 def _check_relative(path: str) -> None:
     if not isinstance(path, str) or path.startswith("/") or ".." in path.split("/") or "\\" in path:
         raise ValueError(f"unsafe path in cache record: {path!r}")
 
 
-def _unlink_quiet(path) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 

@@ -158,13 +158,17 @@ def input_reasons(stage: Stage, entry: dict | None, state: State, upstream: list
     old_params = entry.get("params") or {}
     for k in sorted(set(old_params) | set(state.params)):
         a, b = old_params.get(k, "(none)"), state.params.get(k, "(none)")
-        if a != b:
+        if _canonical(a) != _canonical(b):  # as the key sees them: NaN == NaN, {1: x} == {"1": x}
             reasons.append(f"param changed: {k} {_show(a)} -> {_show(b)}")
     reasons += [f"env changed: {c}" for c in environment.changes(entry.get("env") or {}, state.env)]
     reasons += [f"upstream: {name}" for name in upstream]
     if not reasons and entry.get("key") != state.key and not state.unknown:
         reasons.append("key changed (outs or reprobuild version)")
     return reasons
+
+
+def _canonical(value) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
 
 
 def _show(value) -> str:

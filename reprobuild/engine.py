@@ -12,11 +12,14 @@ import signal
 import threading
 from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from . import decision as dmod
 from .cache import CorruptObject, MissingObject
 from .decision import RESTORE, RUN, SKIP, Decision
+from .errors import UsageError
 from .executors import Job, OutSpec
+from .fsutil import remove_path
 from .hashing import Meta
 from .project import Project
 from .reporter import Reporter
@@ -51,10 +54,6 @@ class Summary:
     @property
     def ok(self) -> bool:
         return not self.failed and not self.blocked and not self.interrupted
-
-
-class Interrupted(Exception):
-    pass
 
 
 # -- planning ---------------------------------------------------------------
@@ -265,9 +264,6 @@ class Builder:
         return "failed"
 
     def _prepare_outs(self, stage) -> None:
-        from .fsutil import remove_path
-        from pathlib import Path
-
         for out in stage.outs:
             path = self.p.prober.abspath(out.path)
             if out.persist:
@@ -360,36 +356,40 @@ def _install_interrupt(executor, builder):
 # -- commit and checkout ----------------------------------------------------
 
 def commit(project: Project, names: list[str], reporter: Reporter) -> list[str]:
-    """Record the workspace as it is for these stages; returns the stages recorded."""
+    """Record the workspace as it is for these stages; returns the stages recorded.
+
+    Every stage is checked before anything is written: all or nothing.
+    """
     project.cache.ensure()
-    done = []
     with workspace_lock(project.ws.state_dir), project.cache.using():
-        entries, _ = project.read_lock()
-        writer = project.lock_writer(entries)
+        states = {}
         for name in names:
             stage = project.pipeline.stages[name]
             state = project.prober.state(stage)
             if state.unknown:
                 raise_missing(name, state.unknown[0], "dep")
+            for out in stage.outs:
+                if not os.path.lexists(project.prober.abspath(out.path)):
+                    raise_missing(name, out.path, "out")
+            states[name] = state
+        entries, _ = project.read_lock()
+        writer = project.lock_writer(entries)
+        for name, state in states.items():
+            stage = project.pipeline.stages[name]
             outs = {}
             for out in stage.outs:
                 path = project.prober.abspath(out.path)
-                if not os.path.lexists(path):
-                    raise_missing(name, out.path, "out")
                 meta = project.cache.insert(path, project.hasher) if out.cache else project.hasher.path(path)
                 outs[dmod.lock_path(out.path, meta)] = meta
             if all(o.cache for o in stage.outs):
                 project.cache.write_run(state.key, name, outs)
             writer.update(name, state.lock_entry(dict(sorted(outs.items()))))
-            done.append(name)
         writer.close()
         project.save_stats()
-    return done
+    return list(states)
 
 
 def raise_missing(stage, path, what):
-    from .errors import UsageError
-
     raise UsageError(f"stage '{stage}': {what} '{path}' does not exist; nothing to commit")
 
 
@@ -398,22 +398,36 @@ class CheckoutResult:
     restored: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)   # "stage: path" the cache lacks
+    kept: list[str] = field(default_factory=list)      # modified by hand, not in the cache
+    ignored: list[str] = field(default_factory=list)   # "stage: path" the pipeline does not declare
 
 
-def checkout(project: Project, entries: dict, names: list[str] | None = None) -> CheckoutResult:
-    """Make workspace outs match `entries` (a lockfile's stages) from the cache; runs nothing."""
+def checkout(project: Project, entries: dict, names: list[str] | None = None,
+             force: bool = False) -> CheckoutResult:
+    """Make workspace outs match `entries` (a lockfile's stages) from the cache; runs nothing.
+
+    Only paths the current pipeline declares as that stage's outs are written
+    (a lockfile from a branch or a pull request cannot name other paths), and
+    a file changed by hand whose content the cache lacks is kept unless `force`.
+    """
     result = CheckoutResult()
     with workspace_lock(project.ws.state_dir), project.cache.using():
         for name in sorted(entries) if names is None else names:
             entry = entries.get(name) or {}
+            stage = project.pipeline.stages.get(name)
+            declared = {o.path for o in stage.outs} if stage else set()
             for path, d in sorted((entry.get("outs") or {}).items()):
                 meta = Meta.from_lock(d)
-                if meta is None:
-                    continue
                 rel = path.rstrip("/")
+                if meta is None or rel not in declared:
+                    result.ignored.append(f"{name}: {rel}")
+                    continue
                 current = project.prober.meta(rel)
                 if current is not None and current.hash == meta.hash:
                     result.unchanged.append(rel)
+                    continue
+                if current is not None and not force and not project.cache.has(current):
+                    result.kept.append(rel)
                     continue
                 try:
                     project.cache.restore(meta, project.prober.abspath(rel), project.hasher)

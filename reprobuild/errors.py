@@ -6,7 +6,8 @@
     ├── WorkspaceBusy          exit 2  another build holds the workspace lock
     ├── GitError               exit 2  a revision could not be read from git
     └── CacheError             exit 2  the cache cannot be read or written
-    StageFailed                exit 1  a stage's command failed (a value, not raised past the engine)
+A failed stage is not an exception: the engine records it in the build's
+Summary, and the CLI exits 1.
 
 Exit codes, in one place:
     0  success
@@ -65,9 +66,3 @@ class GitError(ReprobuildError):
 
 class CacheError(ReprobuildError):
     pass
-
-
-class StageFailed(Exception):
-    """Raised inside a stage's execution; the engine turns it into a failed result."""
-
-    exit_code = EXIT_FAILED

@@ -32,7 +32,7 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644, tmp_dir: Path | Non
         faults.point(f"{what}:tmp-written")
         os.replace(tmp, path)
     except BaseException:
-        _unlink_quiet(tmp)
+        unlink_quiet(tmp)
         raise
     fsync_dir(path.parent)
     faults.point(f"{what}:renamed")
@@ -51,7 +51,7 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _unlink_quiet(path) -> None:
+def unlink_quiet(path) -> None:
     try:
         os.unlink(path)
     except OSError:

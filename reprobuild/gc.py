@@ -16,6 +16,7 @@ from pathlib import Path
 
 from . import gitrev, lockfile
 from .cache import Cache, CorruptObject, MissingObject
+from .errors import CacheError
 from .workspace import LOCK_FILE, STATE_DIR
 
 
@@ -42,7 +43,9 @@ def kept_entries(root: Path, cache_root: Path, all_commits: bool) -> tuple[list[
     entries, versions = [], 0
     files = workspace_lockfiles(root, cache_root)
     for path in files:
-        stages, _ = lockfile.read(path)
+        stages, problem = lockfile.read(path)
+        if problem:  # e.g. merge-conflict markers: what it names is unknown, so keep everything
+            raise CacheError(f"{path}: {problem.split(';')[0]}; gc removes nothing until it is fixed")
         entries.extend(stages.values())
         versions += 1
     if all_commits:
@@ -52,7 +55,10 @@ def kept_entries(root: Path, cache_root: Path, all_commits: bool) -> tuple[list[
             for commit in gitrev.commits_touching(top, rel):
                 text = gitrev.show(top, commit, rel)
                 if text:
-                    stages, _ = lockfile.parse(text)
+                    stages, problem = lockfile.parse(text)
+                    if problem:
+                        raise CacheError(f"{rel} at {commit[:12]}: {problem.split(';')[0]}; "
+                                         "gc removes nothing until it can read every version")
                     entries.extend(stages.values())
                     versions += 1
     return entries, versions

@@ -5,7 +5,8 @@
 - A folder's hash is XXH3-128 of its manifest: the sorted list of
   `{"path", "hash", "size", "exec"}` of every file below it (paths relative
   to the folder, `/`-separated), as canonical JSON (see `manifest_bytes`).
-  Empty folders are not part of it, as in git. The same manifest is stored in
+  Empty folders are not part of it, as in git; nor are `__pycache__`
+  folders and `.pyc` files, which Python writes while a stage runs. The same manifest is stored in
   the cache as the `<hash>.dir` object.
 
 Stat cache (`<cache>/statcache.json`): a JSON object `{"schema": 1,
@@ -147,24 +148,34 @@ class Hasher:
             self.stats.record(path, st, digest)
         return Meta(digest, st.st_size)
 
-    def manifest(self, folder: str) -> list[dict]:
+    def manifest(self, folder: str, _seen: frozenset = frozenset()) -> list[dict]:
+        """Every file below `folder` (symlinked folders followed once, dangling links and
+        Python's own `__pycache__`/`*.pyc` left out: bytecode is written by running the code)."""
         entries = []
+        real = os.path.realpath(folder)
+        if real in _seen:
+            return entries  # a symlink loop
+        seen = _seen | {real}
         for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
-            dirnames.sort()
+            dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
             for name in filenames:
+                if name.endswith(".pyc"):
+                    continue
                 full = os.path.join(dirpath, name)
-                st = os.stat(full)
+                try:
+                    st = os.stat(full)
+                except FileNotFoundError:
+                    continue  # a dangling symlink is no content
                 if not stat_mod.S_ISREG(st.st_mode):
                     continue  # sockets, fifos: not content
                 meta = self.file(full, st)
                 rel = os.path.relpath(full, folder).replace(os.sep, "/")
                 entries.append({"path": rel, "hash": meta.hash, "size": meta.size,
                                 "exec": bool(st.st_mode & 0o111)})
-            # symlinked folders are followed as content
-            for d in list(dirnames):
-                if os.path.islink(os.path.join(dirpath, d)):
-                    sub = os.path.join(dirpath, d)
-                    for e in self.manifest(sub):
+            for d in dirnames:
+                sub = os.path.join(dirpath, d)
+                if os.path.islink(sub) and os.path.isdir(sub):
+                    for e in self.manifest(sub, seen):
                         entries.append({**e, "path": os.path.relpath(os.path.join(sub, e["path"]), folder)
                                         .replace(os.sep, "/")})
         entries.sort(key=lambda e: e["path"])

@@ -5,7 +5,7 @@ Format (YAML, schema 1):
     schema: 1
     stages:                      # sorted by stage name
       NAME:
-        key: <32 hex>            # XXH3-128 of the stage's canonical inputs (see keys.py)
+        key: <32 hex>            # XXH3-128 of the stage's canonical inputs (decision.State.key)
         cmd: STR | [STR, ...]    # expanded
         wdir: PATH               # only when not the pipeline folder
         code: {PATH: {hash, size}}

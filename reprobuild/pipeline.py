@@ -12,7 +12,6 @@ import itertools
 import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from . import codescan, params as params_mod, templating, yamlio
 from .errors import PipelineError
@@ -83,6 +82,7 @@ class Pipeline:
     remote: str | None = None
     link: str = "copy"
     executor: dict = field(default_factory=dict)
+    params_files: tuple[str, ...] = ()   # every params file read, relative to the pipeline folder
 
 
 def load(ws: Workspace) -> Pipeline:
@@ -154,7 +154,8 @@ class Loader:
         for key in ("cache", "remote"):
             if key in data and not isinstance(data[key], str):
                 raise self.error(f"`{key}` must be a string", data, key)
-        return Pipeline(self.file, stages, data.get("cache"), data.get("remote"), link, dict(executor))
+        return Pipeline(self.file, stages, data.get("cache"), data.get("remote"), link, dict(executor),
+                        tuple(self.params_files_data))
 
     def params_files(self, data) -> list[str]:
         value = data.get("params")
@@ -187,12 +188,13 @@ class Loader:
         items = []
         if "foreach" in body:
             seq = self.render_value(body["foreach"], self.ctx, body, "foreach", name)
+            if isinstance(seq, (dict, list)) and not seq:
+                raise self.error("`foreach` is empty: it would make no stages", body, "foreach", name)
             if isinstance(seq, dict):
                 items = [(str(k), {"key": k, "item": v}) for k, v in seq.items()]
             elif isinstance(seq, list):
                 for i, v in enumerate(seq):
-                    label = str(v) if isinstance(v, (str, int, float)) and not isinstance(v, bool) else str(i)
-                    items.append((label, {"item": v}))
+                    items.append((_label(v, i), {"item": v}))
             else:
                 raise self.error("`foreach` takes a list or a mapping", body, "foreach", name)
         else:
@@ -240,6 +242,8 @@ class Loader:
             raise self.error("`wdir` must be a string", body, "wdir", name)
         wdir = self.render_value(wdir, ctx, body, "wdir", name)
         wdir_rel = self.check_path(wdir, ".", body, "wdir", name)
+        if not os.path.isdir(os.path.join(self.base, wdir_rel)):
+            raise self.error(f"wdir '{wdir}' is not a folder", body, "wdir", name)
 
         deps = tuple(Dep(p, ln) for p, ln, _ in self.path_list(body, "deps", ctx, name, wdir_rel))
         code = [Dep(p, ln) for p, ln, _ in self.path_list(body, "code", ctx, name, wdir_rel)]
@@ -288,19 +292,35 @@ class Loader:
                 opts = opts or {}
                 if not isinstance(opts, dict) or set(opts) - OUT_FLAGS or \
                         not all(isinstance(v, bool) for v in opts.values()):
-                    raise self.error(f"options of an out are {{cache: bool, persist: bool}}",
+                    raise self.error("options of an out are {cache: bool, persist: bool}",
                                      value, i, stage)
                 flags = dict(opts)
                 entry = path
             if not isinstance(entry, str) or not entry:
                 raise self.error(f"each entry of `{key}` must be a path", value, i, stage)
-            out.append((self.check_path(entry, wdir, value, i, stage), yamlio.line_of(value, i), flags))
+            path = self.check_path(entry, wdir, value, i, stage)
+            if allow_flags:
+                self.check_out_target(path, entry, value, i, stage)
+            out.append((path, yamlio.line_of(value, i), flags))
         return out
+
+    def check_out_target(self, path: str, raw: str, container, key, stage) -> None:
+        """Outs are deleted before a run: never the project itself or reprobuild's own files."""
+        from_root = os.path.normpath(os.path.join(self.base_from_root, path))
+        here = os.path.normpath(self.base_from_root)
+        if from_root == "." or here == from_root or here.startswith(from_root + "/"):
+            raise self.error(f"out '{raw}' would contain the pipeline's own folder", container, key, stage)
+        parts = path.split("/")
+        protected = {".git", ".reprobuild", "reprobuild.yaml", "reprobuild.lock", *self.params_files_data}
+        if parts[0] in protected or ".git" in parts:
+            raise self.error(f"out '{raw}' is one of reprobuild's or git's own files", container, key, stage)
 
     def check_path(self, raw: str, wdir: str, container, key, stage) -> str:
         """Normalise a path to posix, relative to the pipeline folder; refuse escapes."""
         if os.path.isabs(raw) or raw.startswith("~"):
             raise self.error(f"path '{raw}' must be relative", container, key, stage)
+        if "\0" in raw:
+            raise self.error("a path cannot hold a NUL character", container, key, stage)
         rel = os.path.normpath(os.path.join(wdir, raw))  # relative to the pipeline folder
         from_root = os.path.normpath(os.path.join(self.base_from_root, rel))
         if from_root == ".." or from_root.startswith("../") or os.path.isabs(from_root):
@@ -365,6 +385,8 @@ class Loader:
                         raise self.error(f"params of '{fname}' must be a list of keys", value, i, stage)
                     if fname not in self.params_files_data:
                         self.check_path(fname, ".", value, i, stage)
+                        if not (self.ws.dir / fname).is_file():
+                            raise self.error(f"params file '{fname}' does not exist", value, i, stage)
                         extra = params_mod.load_params(self.ws.dir, [fname], self.file)
                         self.params_files_data.update(extra)
                     wanted.extend((fname, k, line) for k in keys)
@@ -374,9 +396,9 @@ class Loader:
         merged_ns = ctx.params
         values = {}
         for fname, key, line in wanted:
-            if fname and fname != self.params_first:
+            if fname:  # that file's own value, even when a later file overrides it
                 source = self.params_files_data[fname]
-                prefix = f"{fname}:"
+                prefix = "" if fname == self.params_first else f"{fname}:"
             else:
                 source = merged_ns
                 prefix = ""

@@ -54,7 +54,7 @@ from pathlib import Path
 from . import hashing
 from .cache import RUN_SCHEMA, CorruptObject, MissingObject, _check_relative
 from .errors import CacheError, ReprobuildError, UsageError
-from .fsutil import atomic_write, fsync_dir
+from .fsutil import atomic_write, fsync_dir, unlink_quiet as _unlink_quiet
 from .hashing import Meta
 
 JOBS = 16   # transfers at once: latency-bound on object stores, so more than the CPUs
@@ -605,13 +605,6 @@ def _counter_class():
             self.relative_update(value - self.value)
 
     return Counter
-
-
-def _unlink_quiet(path) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 # -- push and pull of what a lockfile names ---------------------------------------------

@@ -4,8 +4,9 @@ A name is looked up in the stage's own context first (`item`, `key`, matrix
 keys), then params, then `vars`; dotted names walk into mappings
 (`${train.forest.depth}`, `${item.lr}`). `\\${` is a literal `${`.
 
-In a command every substituted value is quoted with `shlex.quote`, so it is
-exactly one shell word: a param can never inject shell syntax. A mapping in a
+In a command every substituted value is escaped for the quoting context it
+stands in (bare, "...", '...'), so it is literal text inside one shell word:
+a param can never inject shell syntax. A mapping in a
 command expands, as in DVC, to `--key value` pairs (nested keys dotted,
 each value one quoted word): `train.py ${item}` with item `{C: 1.0}` gives
 `train.py --C 1.0`. Elsewhere
@@ -63,21 +64,57 @@ def dig(tree, dotted: str):
     return node
 
 
-def has_template(text) -> bool:
-    return isinstance(text, str) and "${" in text
-
-
 def render(text: str, ctx: Context):
     """Render a non-command string; `"${x}"` alone keeps x's type."""
     match = _REF.fullmatch(text)
     if match and not match.group(1):
         return ctx.lookup(match.group(2))
-    return _REF.sub(lambda m: _substitute(m, ctx, quote=False), text)
+    return _REF.sub(lambda m: _substitute(m, ctx), text)
 
 
 def render_cmd(text: str, ctx: Context) -> str:
-    """Render a shell command: every value becomes exactly one shell word."""
-    return _REF.sub(lambda m: _substitute(m, ctx, quote=True), text)
+    """Render a shell command: every value becomes literal text of exactly one shell word.
+
+    The shell's quoting state is followed, so a value is escaped for where it
+    stands: bare (`shlex.quote`), inside "..." (backslash before \\ $ ` "), or
+    inside '...' (close the quote, a quoted value, reopen).
+    """
+    out, i, state = [], 0, None  # state: None, "'" or '"'
+    while i < len(text):
+        ch = text[i]
+        match = _REF.match(text, i) if ch in "\\$" else None
+        if match:
+            out.append(_substitute_in(match, ctx, state))
+            i = match.end()
+            continue
+        if ch == "\\" and state != "'" and i + 1 < len(text):
+            out.append(text[i:i + 2])  # an escaped character keeps the quoting state
+            i += 2
+            continue
+        if ch in "'\"" and state in (None, ch):
+            state = None if state == ch else ch
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def _substitute_in(match: re.Match, ctx: Context, state: str | None) -> str:
+    if match.group(1):  # escaped: \${x} -> ${x}
+        return match.group(0)[1:]
+    name = match.group(2)
+    value = ctx.lookup(name)
+    if isinstance(value, dict):
+        if state is not None:
+            raise TemplateError(f"'${{{name}}}' is a mapping: it expands to --KEY VALUE flags, "
+                                "so it cannot stand inside quotes")
+        return " ".join(f"--{_flag(k, name)} {shlex.quote(to_text(v, name))}"
+                        for k, v in _flat_items(value))
+    text = to_text(value, name)
+    if state == '"':
+        return re.sub(r'([\\$`"])', r"\\\1", text)
+    if state == "'":
+        return "'" + shlex.quote(text) + "'"
+    return shlex.quote(text)
 
 
 def render_tree(value, ctx: Context):
@@ -107,16 +144,11 @@ def _copy_marks(src, dst):
         dst.lines = dict(src.lines) if isinstance(src.lines, dict) else list(src.lines)
 
 
-def _substitute(match: re.Match, ctx: Context, quote: bool) -> str:
+def _substitute(match: re.Match, ctx: Context) -> str:
     if match.group(1):  # escaped: \${x} -> ${x}
         return match.group(0)[1:]
     name = match.group(2)
-    value = ctx.lookup(name)
-    if quote and isinstance(value, dict):
-        return " ".join(f"--{_flag(k, name)} {shlex.quote(to_text(v, name))}"
-                        for k, v in _flat_items(value))
-    text = to_text(value, name)
-    return shlex.quote(text) if quote else text
+    return to_text(ctx.lookup(name), name)
 
 
 _FLAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")

@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 
+from . import decision as dmod
 from .cache import CorruptObject, MissingObject
 from .hashing import Hasher, Meta, StatCache
 from .project import Project
@@ -62,17 +63,24 @@ def verify(project: Project, names: list[str], entries: dict, on_done=None) -> l
 
 def _verify_stage(project: Project, name: str, entry: dict, scratch: str) -> StageVerdict:
     stage = project.pipeline.stages[name]
+    # code and deps are taken as locked (below); a changed command, param or
+    # environment would make the re-run another run than the locked one
+    stale = [r for r in dmod.input_reasons(stage, entry, project.prober.state(stage), [])
+             if not r.startswith(("dep changed", "code changed"))]
+    if stale:
+        return StageVerdict(name, "unverifiable", "stale (" + ", ".join(stale) + "); build first, then verify")
     base = os.path.join(scratch, os.path.relpath(project.ws.dir, project.ws.root))
     os.makedirs(base, exist_ok=True)
     inputs = {**(entry.get("code") or {}), **(entry.get("deps") or {})}
     for path, d in inputs.items():
-        problem = _materialise(project, path.rstrip("/"), Meta.from_lock(d), base)
+        problem = _materialise(project, path.rstrip("/"), Meta.from_lock(d), base, scratch)
         if problem:
             return StageVerdict(name, "unverifiable", problem)
-    for params_file in _params_files(project):
-        src = os.path.join(project.ws.dir, params_file)
-        if os.path.isfile(src):
-            dst = os.path.join(base, params_file)
+    # params and environment files: a script may read them itself
+    for rel in (*project.pipeline.params_files, *stage.env.files):
+        src = project.prober.abspath(rel)
+        dst = os.path.normpath(os.path.join(base, rel))
+        if os.path.isfile(src) and _inside(dst, scratch):
             os.makedirs(os.path.dirname(dst), exist_ok=True)
             shutil.copyfile(src, dst)
     for out in stage.outs:
@@ -98,23 +106,16 @@ def _verify_stage(project: Project, name: str, entry: dict, scratch: str) -> Sta
     return StageVerdict(name, "reproducible")
 
 
-def _params_files(project: Project) -> list[str]:
-    names = set()
-    for stage in project.pipeline.stages.values():
-        for key in stage.params:
-            names.add(key.split(":", 1)[0] if ":" in key else "")
-    files = [n for n in names if n]
-    if (project.ws.dir / "params.yaml").is_file():
-        files.append("params.yaml")
-    return sorted(set(files))
+def _inside(path: str, folder: str) -> bool:
+    return os.path.commonpath([os.path.abspath(path), os.path.abspath(folder)]) == os.path.abspath(folder)
 
 
-def _materialise(project: Project, rel: str, meta: Meta | None, base: str) -> str | None:
+def _materialise(project: Project, rel: str, meta: Meta | None, base: str, scratch: str) -> str | None:
     """Put the locked version of an input into the scratch folder; a reason when impossible."""
-    if meta is None:
-        return f"the lock entry of '{rel}' is malformed"
+    dst = os.path.normpath(os.path.join(base, rel))
+    if meta is None or not _inside(dst, scratch):
+        return f"the lock entry of '{rel}' is malformed or leaves the workspace"
     src = project.prober.abspath(rel)
-    dst = os.path.join(base, rel)
     current = project.prober.meta(rel)
     os.makedirs(os.path.dirname(dst), exist_ok=True)
     if current is not None and current.hash == meta.hash:

@@ -69,6 +69,7 @@ def parser() -> argparse.ArgumentParser:
     c = add("checkout", "make the workspace's outputs match the lockfile, from the cache")
     c.add_argument("targets", nargs="*", metavar="STAGE")
     c.add_argument("--rev", metavar="REV", help="the lockfile of this git revision instead of the working tree's")
+    c.add_argument("--force", action="store_true", help="also overwrite outputs changed by hand that the cache lacks")
 
     m = add("commit", "record the workspace as it is into the lockfile, without running")
     m.add_argument("targets", nargs="*", metavar="STAGE")
@@ -228,9 +229,9 @@ def cmd_checkout(args) -> int:
     if problem:
         raise UsageError(problem)
     names = None
-    if args.targets:
-        names = [n for n in project.select(args.targets) if n in entries]
-    result = checkout(project, entries, names)
+    if args.targets:  # only the named stages, not their upstream
+        names = [n for n in dict.fromkeys(_expand_names(project, args.targets)) if n in entries]
+    result = checkout(project, entries, names, force=args.force)
     return _report_checkout(result, args)
 
 
@@ -254,7 +255,11 @@ def _report_checkout(result, args) -> int:
               f"{len(result.missing)} missing from the cache")
     for item in result.missing:
         print(f"missing from the cache: {item}", file=sys.stderr)
-    return EXIT_FAILED if result.missing else EXIT_OK
+    for path in result.kept:
+        print(f"kept {path}: changed by hand and not in the cache (--force overwrites it)", file=sys.stderr)
+    for item in result.ignored:
+        print(f"ignored {item}: not an out of that stage in the pipeline", file=sys.stderr)
+    return EXIT_FAILED if result.missing or result.kept else EXIT_OK
 
 
 def cmd_commit(args) -> int:
@@ -262,9 +267,10 @@ def cmd_commit(args) -> int:
     from ..reporter import Reporter
 
     project = _open(args)
-    names = project.select(args.targets) if args.targets else list(project.pipeline.stages)
     if args.targets:  # only the named stages, not their upstream
-        names = [n for n in names if n in set(_expand_names(project, args.targets))]
+        names = list(dict.fromkeys(_expand_names(project, args.targets)))
+    else:
+        names = project.select([])
     done = commit(project, names, Reporter())
     if not args.quiet:
         for name in done:

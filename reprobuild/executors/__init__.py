@@ -48,10 +48,6 @@ class JobResult:
     stats: list = field(default_factory=list)      # stat-cache entries learnt while storing
 
 
-class Stopped(Exception):
-    pass
-
-
 def run_job(job: Job, on_line=None, started=None, should_stop=None) -> JobResult:
     """Run, check and store one stage. `started(proc)` lets the caller terminate it."""
     start = time.monotonic()

@@ -36,9 +36,35 @@ def test_checkout_restores_deleted_outputs(ws):
     shutil.rmtree(ws.root / "out")
     ws.write({"single.txt": "edited\n"})
     r = ws.run("checkout")
-    assert r.code == 0 and "2 restored" in r.out
-    assert ws.read("out/sub/2.txt") == "file 2 of 3\n" and ws.read("single.txt") == "3\n"
+    assert r.code == 1 and "1 restored" in r.out and "kept single.txt: changed by hand" in r.err
+    assert ws.read("out/sub/2.txt") == "file 2 of 3\n" and ws.read("single.txt") == "edited\n"
+    r = ws.run("checkout", "--force")
+    assert r.code == 0 and ws.read("single.txt") == "3\n"
     assert ws.run("status", "--check").code == 0
+
+
+def test_checkout_writes_only_declared_outs(ws, tmp_path):
+    """A lockfile (from a branch, a pull request) naming another path cannot make checkout touch it."""
+    ws.write(PIPE)
+    ws.run("build")
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("precious")
+    lock = ws.read("reprobuild.lock").replace("single.txt:", "../../victim:")
+    ws.write({"reprobuild.lock": lock})
+    r = ws.run("checkout")
+    assert "ignored make: ../../victim" in r.err
+    assert (victim / "keep.txt").read_text() == "precious"
+
+
+def test_gc_refuses_unreadable_lockfile(ws):
+    ws.write(PIPE)
+    ws.run("build")
+    before = objects(ws.root)
+    ws.write({"reprobuild.lock": "<<<<<<< HEAD\n" + ws.read("reprobuild.lock") + "=======\n>>>>>>> other\n"})
+    r = ws.run("gc")
+    assert r.code == 2 and "gc removes nothing" in r.err
+    assert objects(ws.root) == before
 
 
 def test_checkout_names_what_the_cache_lacks(ws):

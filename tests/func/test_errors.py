@@ -50,6 +50,24 @@ CASES = {
     "non-scalar in cmd": (
         "vars:\n  l: [1, 2]\nstages:\n  a:\n    cmd: echo ${l}\n",
         "stage 'a': '${l}' is a list, not a single value"),
+    "out is the project itself": (
+        "stages:\n  a:\n    cmd: 'true'\n    outs: [.]\n",
+        "reprobuild.yaml:4: stage 'a': out '.' would contain the pipeline's own folder"),
+    "out is the lockfile": (
+        "stages:\n  a:\n    cmd: 'true'\n    outs: [reprobuild.lock]\n",
+        "stage 'a': out 'reprobuild.lock' is one of reprobuild's or git's own files"),
+    "out inside .git": (
+        "stages:\n  a:\n    cmd: 'true'\n    outs: [.git/hooks]\n",
+        "stage 'a': out '.git/hooks' is one of reprobuild's or git's own files"),
+    "empty foreach": (
+        "stages:\n  a:\n    foreach: []\n    do: {cmd: 'true'}\n",
+        "reprobuild.yaml:3: stage 'a': `foreach` is empty"),
+    "missing params file": (
+        "stages:\n  a:\n    cmd: 'true'\n    params: [{other.yaml: [k]}]\n",
+        "reprobuild.yaml:4: stage 'a': params file 'other.yaml' does not exist"),
+    "missing wdir": (
+        "stages:\n  a:\n    cmd: 'true'\n    wdir: nowhere\n",
+        "reprobuild.yaml:4: stage 'a': wdir 'nowhere' is not a folder"),
     "unknown top-level field": (
         "stagez: {}\n",
         "reprobuild.yaml:1: unknown field 'stagez'"),
@@ -66,6 +84,13 @@ def test_bad_pipeline_exits_2_with_one_line(ws, name):
     assert r.err.startswith("error: ") and r.err.count("\n") == 1, r.err
     assert "Traceback" not in r.err
     assert not (ws.root / "pwned").exists()
+
+
+def test_out_containing_the_pipeline_folder_refused(ws):
+    ws.write({"sub/reprobuild.yaml": "stages:\n  a:\n    cmd: 'true'\n    outs: [..]\n", "precious.txt": "x"})
+    r = ws.run("-f", "sub", "build")
+    assert r.code == 2 and "would contain the pipeline's own folder" in r.err
+    assert ws.read("precious.txt") == "x"
 
 
 def test_symlink_escape_refused(ws, tmp_path):

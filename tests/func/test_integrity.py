@@ -177,3 +177,54 @@ def test_verify_uses_locked_inputs_not_the_workspace(ws):
     ws.write({"first.txt": "edited by hand\n"})  # an upstream out edited after the build
     r = ws.run("verify", "last")
     assert r.code == 0, r.out  # last re-ran on the locked first.txt, restored from the cache
+
+
+def test_verify_calls_stale_stages_unverifiable_not_nondeterministic(ws):
+    ws.write(PIPE)
+    ws.run("build")
+    ws.write({"params.yaml": "n: 7\n"})
+    r = ws.run("verify", "first")
+    assert r.code == 1 and "UNVERIFIABLE  first: stale (cmd changed, param changed: n 1 -> 7)" in r.out
+    assert "DIFFERS" not in r.out
+
+
+def test_verify_copies_a_custom_params_file(ws):
+    ws.write({"reprobuild.yaml": "params: conf.yaml\nstages:\n  s:\n    cmd: python read.py\n"
+                                 "    params: [k]\n    outs: [o.txt]\n",
+              "conf.yaml": "k: 5\n",
+              "read.py": "open('o.txt', 'w').write(open('conf.yaml').read())\n"})
+    assert ws.run("build").code == 0
+    r = ws.run("verify")
+    assert r.code == 0, r.out
+
+
+def test_python_package_dep_folder_is_not_changed_by_bytecode(ws, monkeypatch):
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
+    ws.write({"reprobuild.yaml": "stages:\n  s:\n    cmd: python -m src.train\n    deps: [src/]\n    outs: [o]\n",
+              "src/__init__.py": "", "src/helper.py": "X = 1\n",
+              "src/train.py": "from src.helper import X\nopen('o', 'w').write(str(X))\n"})
+    r = ws.run_process("build", env={k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"})
+    assert r.returncode == 0, r.stderr
+    assert (ws.root / "src/__pycache__").exists()
+    assert ws.run("status", "--check").code == 0
+
+
+def test_dangling_symlink_and_loop_in_a_folder_dep(ws):
+    ws.write({"reprobuild.yaml": "stages:\n  s:\n    cmd: ls d > o\n    deps: [d/]\n    outs: [o]\n",
+              "d/real.txt": "x"})
+    os.symlink("missing-target", ws.root / "d/dangling")
+    os.symlink(".", ws.root / "d/loop")
+    r = ws.run("build")
+    assert r.code == 0, r.err
+    assert ws.run("status", "--check").code == 0
+
+
+def test_restored_folder_keeps_normal_permissions(ws):
+    ws.write(PIPE)
+    ws.run("build")
+    import shutil
+
+    mode = (ws.root / "dir").stat().st_mode & 0o777
+    shutil.rmtree(ws.root / "dir")
+    ws.run("checkout")
+    assert (ws.root / "dir").stat().st_mode & 0o777 == mode

@@ -49,17 +49,23 @@ def test_any_value_is_exactly_one_shell_word(value):
 
 @settings(max_examples=60, deadline=None)
 @given(st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1,
-               max_size=30))
-def test_real_shell_receives_the_literal_value(value):
+               max_size=30),
+       st.sampled_from(["printf '%s' ${v}", "printf '%s' \"${v}\"", "printf '%s' '${v}'",
+                        "printf '%s' \"a ${v} b\"", "printf '%s' x${v}'y'\"z\""]))
+def test_real_shell_receives_the_literal_value(value, template):
+    """Bare, inside "...", inside '...', mid-word: sh always prints the value itself."""
     import subprocess
 
-    cmd = render_cmd("printf '%s' ${v}", ctx(v=value))
+    cmd = render_cmd(template, ctx(v=value))
     out = subprocess.run(["sh", "-c", cmd], capture_output=True).stdout
-    assert out == value.encode()
+    expected = {"printf '%s' \"a ${v} b\"": f"a {value} b", "printf '%s' x${v}'y'\"z\"": f"x{value}yz"}
+    assert out == expected.get(template, value).encode()
 
 
-def test_mapping_in_cmd_expands_to_flags():
-    cmd = render_cmd("fit ${hp}", ctx(hp={"C": 1.0, "name": "a b", "sub": {"k": 2}}))
-    assert shlex.split(cmd) == ["fit", "--C", "1.0", "--name", "a b", "--sub.k", "2"]
-    with pytest.raises(TemplateError, match="cannot be a command-line flag"):
-        render_cmd("fit ${hp}", ctx(hp={"a; rm": 1}))
+def test_quoted_injection_attempts_stay_literal(tmp_path):
+    import subprocess
+
+    for template in ('echo "${v}" > out', "echo '${v}' > out", "echo ${v} > out"):
+        cmd = render_cmd(template, ctx(v="$(touch PWNED)`touch PWNED2`'\"; touch PWNED3"))
+        subprocess.run(["sh", "-c", cmd], cwd=tmp_path, check=True)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["out"], template

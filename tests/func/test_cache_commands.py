@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import textwrap
 
 from tests.conftest import stages_run
 
@@ -195,3 +196,23 @@ def test_checkout_rev_outside_git(tmp_path, capsys):
     plain.run("build")
     r = plain.run("checkout", "--rev", "HEAD")
     assert r.code == 2 and "not in a git repository" in r.err
+
+
+def test_cache_location_precedence(ws, monkeypatch, tmp_path):
+    ws.write({**PIPE, "reprobuild.yaml": "cache: from-yaml\n" + textwrap.dedent(PIPE["reprobuild.yaml"])})
+    assert ws.run("build").code == 0
+    assert (ws.root / "from-yaml/objects").is_dir() and not (ws.root / "cache/objects").exists()
+    monkeypatch.setenv("REPROBUILD_CACHE_DIR", str(tmp_path / "from-env"))
+    ws.run("build", "--force")
+    assert (tmp_path / "from-env/objects").is_dir()
+    ws.run("--cache-dir", str(tmp_path / "from-cli"), "build", "--force")
+    assert (tmp_path / "from-cli/objects").is_dir()
+
+
+def test_hardlink_mode_links_restored_files(ws):
+    ws.write({**PIPE, "reprobuild.yaml": "link: hardlink\n" + textwrap.dedent(PIPE["reprobuild.yaml"])})
+    assert ws.run("build").code == 0
+    os.unlink(ws.root / "single.txt")
+    assert ws.run("checkout").code == 0
+    restored = (ws.root / "single.txt").stat()
+    assert restored.st_nlink == 2 and ws.read("single.txt") == "3\n"

@@ -65,8 +65,9 @@ def hash_bytes(data: bytes) -> str:
     return xxhash.xxh3_128_hexdigest(data)
 
 
-def hash_stream(f, copy_to=None) -> tuple[str, int]:
-    """(hash, size) of a binary stream read to its end; `copy_to` also receives the bytes."""
+def hash_stream(f, copy_to=None, on_chunk=None) -> tuple[str, int]:
+    """(hash, size) of a binary stream read to its end; `copy_to` also receives the bytes,
+    `on_chunk(nbytes)` hears of every chunk (for a progress bar)."""
     h = xxhash.xxh3_128()
     buf = bytearray(CHUNK)
     view = memoryview(buf)
@@ -78,13 +79,15 @@ def hash_stream(f, copy_to=None) -> tuple[str, int]:
         h.update(view[:n])
         if copy_to is not None:
             copy_to.write(view[:n])
+        if on_chunk is not None:
+            on_chunk(n)
         size += n
     return h.hexdigest(), size
 
 
-def hash_file_raw(path) -> tuple[str, int]:
+def hash_file_raw(path, on_chunk=None) -> tuple[str, int]:
     with open(path, "rb", buffering=0) as f:
-        return hash_stream(f)
+        return hash_stream(f, on_chunk=on_chunk)
 
 
 def manifest_bytes(entries: list[dict]) -> bytes:
@@ -135,16 +138,28 @@ class StatCache:
 
 
 class Hasher:
-    """Hashes workspace paths through the stat cache."""
+    """Hashes workspace paths through the stat cache.
 
-    def __init__(self, stat_cache: StatCache):
+    `progress(path, size)`, when set, is called for files of LARGE bytes or
+    more and returns a context manager whose `advance(nbytes)` follows the
+    read: the CLI draws a progress bar with it on a terminal.
+    """
+
+    LARGE = 256 * 1024 * 1024
+
+    def __init__(self, stat_cache: StatCache, progress=None):
         self.stats = stat_cache
+        self.progress = progress
 
     def file(self, path: str, st: os.stat_result | None = None) -> Meta:
         st = st or os.stat(path)
         digest = self.stats.lookup(path, st)
         if digest is None:
-            digest, _ = hash_file_raw(path)
+            if self.progress is not None and st.st_size >= self.LARGE:
+                with self.progress(path, st.st_size) as bar:
+                    digest, _ = hash_file_raw(path, on_chunk=bar.advance)
+            else:
+                digest, _ = hash_file_raw(path)
             self.stats.record(path, st, digest)
         return Meta(digest, st.st_size)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from rich.console import Console
@@ -89,6 +90,35 @@ class ConsoleReporter(Reporter):
 
 def is_terminal() -> bool:
     return sys.stdout.isatty()
+
+
+class HashProgress:
+    """A transient rich progress bar while one large file is hashed (stderr, terminals only)."""
+
+    def __init__(self, console: Console):
+        self.console = console
+
+    def __call__(self, path: str, size: int):
+        from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+        progress = Progress("[dim]hashing[/] {task.description}", BarColumn(), DownloadColumn(),
+                            TransferSpeedColumn(), console=self.console, transient=True)
+        return _Bar(progress, progress.add_task(escape(os.path.relpath(path)), total=size))
+
+
+class _Bar:
+    def __init__(self, progress, task):
+        self.progress, self.task = progress, task
+
+    def __enter__(self):
+        self.progress.start()
+        return self
+
+    def advance(self, nbytes: int) -> None:
+        self.progress.advance(self.task, nbytes)
+
+    def __exit__(self, *exc):
+        self.progress.stop()
 
 
 class LiveReporter(ConsoleReporter):

@@ -131,9 +131,15 @@ def _error(message: str, hint: str | None, verbose: bool) -> None:
 
 
 def _open(args):
+    """The project; on a terminal, hashing a large file shows a progress bar."""
     from ..project import Project
 
-    return Project.open(args.file, args.cache_dir)
+    project = Project.open(args.file, args.cache_dir)
+    if sys.stderr.isatty() and not args.quiet:
+        from .console import HashProgress, make_console
+
+        project.hasher.progress = HashProgress(make_console(stderr=True))
+    return project
 
 
 def _reporter(args, jobs: int = 1):

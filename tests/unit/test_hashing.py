@@ -65,3 +65,25 @@ def test_corrupt_stat_cache_is_ignored(tmp_path):
     path = tmp_path / "s.json"
     path.write_text("{not json")
     assert StatCache(path).entries == {}
+
+
+def test_large_files_report_progress(tmp_path):
+    p = tmp_path / "big"
+    p.write_bytes(b"x" * (hashing.CHUNK * 3 + 5))
+    seen = []
+
+    class Bar:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            seen.append("closed")
+
+        def advance(self, n):
+            seen.append(n)
+
+    h = Hasher(StatCache(None), progress=lambda path, size: seen.append((path, size)) or Bar())
+    h.LARGE = hashing.CHUNK
+    h.path(str(p))
+    assert seen[0] == (str(p), hashing.CHUNK * 3 + 5)
+    assert sum(n for n in seen[1:-1]) == hashing.CHUNK * 3 + 5 and seen[-1] == "closed"

@@ -37,7 +37,7 @@ import stat as stat_mod
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import faults, hashing
@@ -65,7 +65,7 @@ class MissingObject(Exception):
 @dataclass
 class VerifyReport:
     checked: int = 0
-    corrupt: list = None
+    corrupt: list = field(default_factory=list)
     swept_tmp: int = 0
 
 
@@ -347,7 +347,7 @@ class Cache:
         return swept
 
     def verify(self, progress=None) -> VerifyReport:
-        report = VerifyReport(corrupt=[])
+        report = VerifyReport()
         report.swept_tmp = self.sweep_tmp()
         for path, digest, is_dir in list(self.iter_objects()):
             report.checked += 1

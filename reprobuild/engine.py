@@ -154,13 +154,13 @@ class Builder:
                     if name in bad:
                         self.summary.blocked.append(name)
                         self.reporter.stage_blocked(name, bad[name])
-                        done_name, failed = name, True
+                        ok = False
                     else:
-                        job_d = self._start(name, executor, running)
-                        if job_d is None:
-                            continue  # submitted
-                        done_name, failed = name, job_d == "failed"
-                    ready = self._release(done_name, failed, waiting, ready, order, bad)
+                        ok = self._start(name, executor, running)
+                        if ok is None:
+                            continue  # submitted: _finish releases it
+                    failed = not ok
+                    ready = self._release(name, failed, waiting, ready, order, bad)
                     if failed and not self.opts.keep_going:
                         stop = True
                 if not running:
@@ -226,26 +226,25 @@ class Builder:
         return ready
 
     def _start(self, name, executor, running):
-        """Skip, restore or submit one stage. Returns None when submitted, else 'ok'/'failed'."""
+        """Skip, restore or submit one stage: True done, False failed, None submitted."""
         stage = self.p.pipeline.stages[name]
         d = dmod.decide(stage, self.entries.get(name), self.p.prober, self.p.cache,
                         force=self.opts.force, run_cache=self.opts.run_cache)
         if d.fate == SKIP:
             self.summary.skipped.append(name)
             self.reporter.stage_skipped(d)
-            return "ok"
+            return True
         if d.fate == RUN and self.remote is not None and self.opts.run_cache and not self.opts.force \
                 and not stage.always_run and d.state.key and self.remote.fetch_run(d.state.key):
             d = dmod.decide(stage, self.entries.get(name), self.p.prober, self.p.cache)
-        missing = [p for p in d.state.unknown]
-        if missing:
-            return self._fail(name, f"dep missing: {missing[0]}")
+        if d.state.unknown:  # an upstream stage did not make it
+            return self._fail(name, f"dep missing: {d.state.unknown[0]}")
         if d.fate == RESTORE:
             try:
                 self._restore(d)
                 self.summary.restored.append(name)
                 self.reporter.stage_restored(d)
-                return "ok"
+                return True
             except (CorruptObject, MissingObject) as exc:
                 self.reporter.warning(f"stage '{name}': cache object {exc} is missing or corrupt; running instead")
                 d = Decision(d.stage, RUN, d.reasons, d.state)
@@ -258,10 +257,10 @@ class Builder:
         running[executor.submit(job)] = (d, job)
         return None
 
-    def _fail(self, name, message, log_tail=""):
+    def _fail(self, name, message, log_tail="") -> bool:
         self.summary.failed[name] = message
         self.reporter.stage_failed(name, message, log_tail)
-        return "failed"
+        return False
 
     def _prepare_outs(self, stage) -> None:
         for out in stage.outs:

@@ -181,3 +181,25 @@ def test_external_dask_scheduler(ws):
         bad = ws.run_process("build", "--force", "--executor", "dask", "--scheduler", "tcp://127.0.0.1:1",
                              timeout=60)
         assert bad.returncode == 2 and "cannot reach the Dask scheduler" in bad.stderr
+
+
+def test_second_interrupt_kills_a_stage_that_ignores_sigterm(ws):
+    ws.write({"reprobuild.yaml": """\
+        stages:
+          stubborn:
+            cmd: trap '' TERM; echo started > started.txt; sleep 28.93; echo late > s.txt
+            outs: [s.txt]
+        """})
+    proc = subprocess.Popen([sys.executable, "-m", "reprobuild", "build"], cwd=ws.root,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 20
+    while not (ws.root / "started.txt").exists():
+        assert time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(1)
+    assert proc.poll() is None  # SIGTERM was ignored: still waiting for the stage
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=10)
+    assert proc.returncode == 130
+    assert subprocess.run(["pgrep", "-f", "sleep 28.93"], capture_output=True).stdout == b""

@@ -46,8 +46,10 @@ def make_pipeline(root: Path, n: int) -> None:
         (root / "in" / f"{i}.txt").write_text(f"input {i}\n")
         # every 10th stage starts a chain; the others read their predecessor too
         deps = [f"in/{i}.txt"] + ([f"out/{i - 1}.txt"] if i % 10 else [])
-        lines.append(f"  s{i}:\n    cmd: cat {' '.join(deps)} > out/{i}.txt\n"
-                     f"    deps: [{', '.join(deps)}]\n    outs: [out/{i}.txt]")
+        lines.append(
+            f"  s{i}:\n    cmd: cat {' '.join(deps)} > out/{i}.txt\n"
+            f"    deps: [{', '.join(deps)}]\n    outs: [out/{i}.txt]"
+        )
     (root / "reprobuild.yaml").write_text("\n".join(lines) + "\n")
     old = time.time() - 10  # past the stat cache's racy window
     for p in (root / "in").iterdir():
@@ -96,7 +98,7 @@ def bench_hash(gib: float) -> list[tuple[str, str]]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         big = Path(tmp) / "big.bin"
-        size = int(gib * 1024 ** 3)
+        size = int(gib * 1024**3)
         with open(big, "wb") as f:
             block = os.urandom(16 * 1024 * 1024)
             for _ in range(size // len(block)):
@@ -109,6 +111,7 @@ def bench_hash(gib: float) -> list[tuple[str, str]]:
             t = time.perf_counter()
             Hasher(StatCache(None)).path(str(big))
             return time.perf_counter() - t
+
         hash_cold = best_of(3, cold)
         sc = StatCache(Path(tmp) / "stat.json")
         Hasher(sc).path(str(big))
@@ -118,11 +121,16 @@ def bench_hash(gib: float) -> list[tuple[str, str]]:
             t = time.perf_counter()
             Hasher(StatCache(Path(tmp) / "stat.json")).path(str(big))
             return time.perf_counter() - t
+
         hash_warm = best_of(5, warm)
         mb = size / 1e6
         rows.append((f"cat {gib:g} GiB > /dev/null (page cache)", f"{mb / cat:,.0f} MB/s"))
-        rows.append((f"hash {gib:g} GiB cold (no stat cache)", f"{mb / hash_cold:,.0f} MB/s "
-                     f"({cat / hash_cold * 100:.0f}% of cat)"))
+        rows.append(
+            (
+                f"hash {gib:g} GiB cold (no stat cache)",
+                f"{mb / hash_cold:,.0f} MB/s ({cat / hash_cold * 100:.0f}% of cat)",
+            )
+        )
         rows.append((f"hash {gib:g} GiB warm (stat cache)", f"{hash_warm * 1000:.2f} ms"))
     return rows
 
@@ -137,14 +145,25 @@ def bench_peers(n: int, ours: dict) -> list[tuple[str, str]]:
             rules = ["rule all:\n    input: " + ", ".join(f"'out/{i}.txt'" for i in range(n))]
             for i in range(n):
                 deps = [f"in/{i}.txt"] + ([f"out/{i - 1}.txt"] if i % 10 else [])
-                rules.append(f"rule s{i}:\n    input: {', '.join(repr(d) for d in deps)}\n"
-                             f"    output: 'out/{i}.txt'\n    shell: 'cat {{input}} > {{output}}'")
+                rules.append(
+                    f"rule s{i}:\n    input: {', '.join(repr(d) for d in deps)}\n"
+                    f"    output: 'out/{i}.txt'\n    shell: 'cat {{input}} > {{output}}'"
+                )
             (root / "Snakefile").write_text("\n".join(rules) + "\n")
             cold, _ = run(["snakemake", "-c1", "-q"], root)
             noop, _ = run(["snakemake", "-c1", "-q"], root)
-            rows.append((f"snakemake cold, {n} stages", f"{cold / n * 1000:.2f} ms/stage "
-                         f"({cold / ours['cold']:.1f}x reprobuild)"))
-            rows.append((f"snakemake no-op, {n} stages", f"{noop * 1000:.0f} ms ({noop / ours['noop']:.1f}x reprobuild)"))
+            rows.append(
+                (
+                    f"snakemake cold, {n} stages",
+                    f"{cold / n * 1000:.2f} ms/stage ({cold / ours['cold']:.1f}x reprobuild)",
+                )
+            )
+            rows.append(
+                (
+                    f"snakemake no-op, {n} stages",
+                    f"{noop * 1000:.0f} ms ({noop / ours['noop']:.1f}x reprobuild)",
+                )
+            )
     else:
         rows.append(("snakemake", "not installed: skipped"))
     if shutil.which("dvc"):
@@ -157,8 +176,18 @@ def bench_peers(n: int, ours: dict) -> list[tuple[str, str]]:
             (root / "out").mkdir()  # dvc does not make the parent folders of outs
             cold, _ = run(["dvc", "repro", "-q"], root)
             noop, _ = run(["dvc", "repro", "-q"], root)
-            rows.append((f"dvc cold, {n} stages", f"{cold / n * 1000:.2f} ms/stage ({cold / ours['cold']:.1f}x reprobuild)"))
-            rows.append((f"dvc no-op, {n} stages", f"{noop * 1000:.0f} ms ({noop / ours['noop']:.1f}x reprobuild)"))
+            rows.append(
+                (
+                    f"dvc cold, {n} stages",
+                    f"{cold / n * 1000:.2f} ms/stage ({cold / ours['cold']:.1f}x reprobuild)",
+                )
+            )
+            rows.append(
+                (
+                    f"dvc no-op, {n} stages",
+                    f"{noop * 1000:.0f} ms ({noop / ours['noop']:.1f}x reprobuild)",
+                )
+            )
     else:
         rows.append(("dvc", "not installed: skipped"))
     return rows

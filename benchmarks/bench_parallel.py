@@ -41,26 +41,34 @@ def main():
         (root / "burn.py").write_text(BURN)
         (root / "reprobuild.yaml").write_text(
             "stages:\n  burn:\n    foreach: [1, 2, 3, 4]\n    do:\n"
-            f"      cmd: python burn.py {args.seconds} out/${{item}}.txt\n      outs: ['out/${{item}}.txt']\n")
+            f"      cmd: python burn.py {args.seconds} out/${{item}}.txt\n      outs: ['out/${{item}}.txt']\n"
+        )
         j1 = build(root, "-j", "1")
         j2 = build(root, "-j", "2")
-        print(f"4 CPU-bound stages of {args.seconds:g} s: -j 1 {j1:.2f} s, -j 2 {j2:.2f} s, "
-              f"ratio {j2 / j1:.2f}")
+        print(
+            f"4 CPU-bound stages of {args.seconds:g} s: -j 1 {j1:.2f} s, -j 2 {j2:.2f} s, "
+            f"ratio {j2 / j1:.2f}"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "reprobuild.yaml").write_text(
             "stages:\n  t:\n    foreach: [" + ", ".join(str(i) for i in range(args.trivial)) + "]\n"
-            "    do:\n      cmd: echo ${item} > out/${item}.txt\n      outs: ['out/${item}.txt']\n")
+            "    do:\n      cmd: echo ${item} > out/${item}.txt\n      outs: ['out/${item}.txt']\n"
+        )
         local = build(root, "-j", "2")
         empty = root / "empty"
         empty.mkdir()
-        (empty / "reprobuild.yaml").write_text("stages:\n  e:\n    cmd: echo > e.txt\n    outs: [e.txt]\n")
+        (empty / "reprobuild.yaml").write_text(
+            "stages:\n  e:\n    cmd: echo > e.txt\n    outs: [e.txt]\n"
+        )
         start_up = build(empty, "-j", "2", "--executor", "dask")
         dask = build(root, "-j", "2", "--executor", "dask")
         n = args.trivial
-        print(f"{n} trivial stages, -j 2: local {local / n * 1000:.1f} ms/stage; "
-              f"dask {(dask - start_up) / n * 1000:.1f} ms/stage after a cluster start-up of ~{start_up:.1f} s "
-              f"(overhead {(dask - start_up - local) / n * 1000:.1f} ms/stage)")
+        print(
+            f"{n} trivial stages, -j 2: local {local / n * 1000:.1f} ms/stage; "
+            f"dask {(dask - start_up) / n * 1000:.1f} ms/stage after a cluster start-up of ~{start_up:.1f} s "
+            f"(overhead {(dask - start_up - local) / n * 1000:.1f} ms/stage)"
+        )
 
 
 if __name__ == "__main__":

@@ -79,8 +79,11 @@ def free_port() -> int:
 
 
 def start_server(port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 30
     while time.time() < deadline:
         try:
@@ -104,8 +107,9 @@ def timed(cmd, cwd, env) -> float:
 def aws_works(env) -> bool:
     if shutil.which("aws") is None:
         return False
-    proc = subprocess.run(["aws", "s3", "ls", "--endpoint-url", env["AWS_ENDPOINT_URL"]], env=env,
-                          capture_output=True)
+    proc = subprocess.run(
+        ["aws", "s3", "ls", "--endpoint-url", env["AWS_ENDPOINT_URL"]], env=env, capture_output=True
+    )
     return proc.returncode == 0
 
 
@@ -129,7 +133,8 @@ def bench(root: Path, env: dict, args) -> list[tuple[str, str]]:
     (ws / "reprobuild.yaml").write_text(
         "stages:\n"
         f"  small:\n    cmd: python gen_small.py {args.small} {args.small_kib}\n    outs: [small/]\n"
-        f"  big:\n    cmd: python gen_big.py {args.big_gib}\n    outs: [big.bin]\n")
+        f"  big:\n    cmd: python gen_big.py {args.big_gib}\n    outs: [big.bin]\n"
+    )
     timed(rb + ["build", "-q"], ws, env)
     n_small, b_small = size_of(ws / "small")
     b_big = (ws / "big.bin").stat().st_size
@@ -139,43 +144,184 @@ def bench(root: Path, env: dict, args) -> list[tuple[str, str]]:
 
     # -- small objects
     label = f"{n_small} small objects ({b_small / 1e6:.1f} MB)"
-    rows.append((f"push {label}", rate(n_small, b_small, timed(
-        rb + ["push", "small", "--remote", "s3://bench/rb-small"] + jobs, ws, env))))
+    rows.append(
+        (
+            f"push {label}",
+            rate(
+                n_small,
+                b_small,
+                timed(rb + ["push", "small", "--remote", "s3://bench/rb-small"] + jobs, ws, env),
+            ),
+        )
+    )
     noop = timed(rb + ["push", "small", "--remote", "s3://bench/rb-small"] + jobs, ws, env)
     rows.append(("  no-op push (all there)", f"{noop:7.2f} s"))
-    rows.append(("  s3fs batched put", rate(n_small, b_small, timed(
-        py + [S3FS_PUT, str(ws / "small"), "bench/s3fs-small"], ws, env))))
+    rows.append(
+        (
+            "  s3fs batched put",
+            rate(
+                n_small,
+                b_small,
+                timed(py + [S3FS_PUT, str(ws / "small"), "bench/s3fs-small"], ws, env),
+            ),
+        )
+    )
     if use_aws:
-        rows.append(("  aws s3 sync (upload)", rate(n_small, b_small, timed(
-            ["aws", "s3", "sync", "--quiet", str(ws / "small"), "s3://bench/aws-small"] + ep, ws, env))))
+        rows.append(
+            (
+                "  aws s3 sync (upload)",
+                rate(
+                    n_small,
+                    b_small,
+                    timed(
+                        ["aws", "s3", "sync", "--quiet", str(ws / "small"), "s3://bench/aws-small"]
+                        + ep,
+                        ws,
+                        env,
+                    ),
+                ),
+            )
+        )
     shutil.rmtree(ws / "small")
-    rows.append((f"pull {label} (+ checkout)", rate(n_small, b_small, timed(
-        rb + ["--cache-dir", str(root / "cache-a"), "pull", "small", "--remote", "s3://bench/rb-small"] + jobs,
-        ws, env))))
-    rows.append(("  s3fs batched get", rate(n_small, b_small, timed(
-        py + [S3FS_GET, "bench/s3fs-small", str(root / "s3fs-small")], ws, env))))
+    rows.append(
+        (
+            f"pull {label} (+ checkout)",
+            rate(
+                n_small,
+                b_small,
+                timed(
+                    rb
+                    + [
+                        "--cache-dir",
+                        str(root / "cache-a"),
+                        "pull",
+                        "small",
+                        "--remote",
+                        "s3://bench/rb-small",
+                    ]
+                    + jobs,
+                    ws,
+                    env,
+                ),
+            ),
+        )
+    )
+    rows.append(
+        (
+            "  s3fs batched get",
+            rate(
+                n_small,
+                b_small,
+                timed(py + [S3FS_GET, "bench/s3fs-small", str(root / "s3fs-small")], ws, env),
+            ),
+        )
+    )
     if use_aws:
-        rows.append(("  aws s3 sync (download)", rate(n_small, b_small, timed(
-            ["aws", "s3", "sync", "--quiet", "s3://bench/aws-small", str(root / "aws-small")] + ep, ws, env))))
+        rows.append(
+            (
+                "  aws s3 sync (download)",
+                rate(
+                    n_small,
+                    b_small,
+                    timed(
+                        [
+                            "aws",
+                            "s3",
+                            "sync",
+                            "--quiet",
+                            "s3://bench/aws-small",
+                            str(root / "aws-small"),
+                        ]
+                        + ep,
+                        ws,
+                        env,
+                    ),
+                ),
+            )
+        )
 
     # -- one large object
     label = f"1 object of {b_big / 2**30:.2f} GiB"
-    rows.append((f"push {label}", rate(1, b_big, timed(
-        rb + ["push", "big", "--remote", "s3://bench/rb-big"] + jobs, ws, env))))
-    rows.append(("  s3fs put_file", rate(1, b_big, timed(py + [S3FS_PUT, str(ws / "big.bin"), "bench/s3fs-big"],
-                                                          ws, env))))
+    rows.append(
+        (
+            f"push {label}",
+            rate(
+                1,
+                b_big,
+                timed(rb + ["push", "big", "--remote", "s3://bench/rb-big"] + jobs, ws, env),
+            ),
+        )
+    )
+    rows.append(
+        (
+            "  s3fs put_file",
+            rate(1, b_big, timed(py + [S3FS_PUT, str(ws / "big.bin"), "bench/s3fs-big"], ws, env)),
+        )
+    )
     if use_aws:
-        rows.append(("  aws s3 cp (upload)", rate(1, b_big, timed(
-            ["aws", "s3", "cp", "--quiet", str(ws / "big.bin"), "s3://bench/aws-big"] + ep, ws, env))))
+        rows.append(
+            (
+                "  aws s3 cp (upload)",
+                rate(
+                    1,
+                    b_big,
+                    timed(
+                        ["aws", "s3", "cp", "--quiet", str(ws / "big.bin"), "s3://bench/aws-big"]
+                        + ep,
+                        ws,
+                        env,
+                    ),
+                ),
+            )
+        )
     os.unlink(ws / "big.bin")
-    rows.append((f"pull {label} (+ checkout)", rate(1, b_big, timed(
-        rb + ["--cache-dir", str(root / "cache-b"), "pull", "big", "--remote", "s3://bench/rb-big"] + jobs,
-        ws, env))))
-    rows.append(("  s3fs get_file", rate(1, b_big, timed(py + [S3FS_GET, "bench/s3fs-big", str(root / "s3fs-big")],
-                                                          ws, env))))
+    rows.append(
+        (
+            f"pull {label} (+ checkout)",
+            rate(
+                1,
+                b_big,
+                timed(
+                    rb
+                    + [
+                        "--cache-dir",
+                        str(root / "cache-b"),
+                        "pull",
+                        "big",
+                        "--remote",
+                        "s3://bench/rb-big",
+                    ]
+                    + jobs,
+                    ws,
+                    env,
+                ),
+            ),
+        )
+    )
+    rows.append(
+        (
+            "  s3fs get_file",
+            rate(
+                1, b_big, timed(py + [S3FS_GET, "bench/s3fs-big", str(root / "s3fs-big")], ws, env)
+            ),
+        )
+    )
     if use_aws:
-        rows.append(("  aws s3 cp (download)", rate(1, b_big, timed(
-            ["aws", "s3", "cp", "--quiet", "s3://bench/aws-big", str(root / "aws-big")] + ep, ws, env))))
+        rows.append(
+            (
+                "  aws s3 cp (download)",
+                rate(
+                    1,
+                    b_big,
+                    timed(
+                        ["aws", "s3", "cp", "--quiet", "s3://bench/aws-big", str(root / "aws-big")]
+                        + ep,
+                        ws,
+                        env,
+                    ),
+                ),
+            )
+        )
     if not use_aws:
         rows.append(("(aws CLI absent or not working: its rows skipped)", ""))
     return rows
@@ -191,21 +337,33 @@ def main() -> None:
     args = ap.parse_args()
     port = free_port()
     server = start_server(port)
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+    }
     env.pop("AWS_PROFILE", None)
     try:
         import boto3
 
-        boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                     aws_access_key_id="bench", aws_secret_access_key="bench").create_bucket(Bucket="bench")
+        boto3.client(
+            "s3",
+            endpoint_url=env["AWS_ENDPOINT_URL"],
+            region_name="us-east-1",
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench",
+        ).create_bucket(Bucket="bench")
         with tempfile.TemporaryDirectory() as tmp:
             rows = bench(Path(tmp), env, args)
     finally:
         server.terminate()
         server.wait(timeout=30)
     width = max(len(r[0]) for r in rows)
-    print(f"remote benchmark: moto S3 server on 127.0.0.1, {os.cpu_count()} CPUs, reprobuild -j {args.jobs}")
+    print(
+        f"remote benchmark: moto S3 server on 127.0.0.1, {os.cpu_count()} CPUs, reprobuild -j {args.jobs}"
+    )
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
 

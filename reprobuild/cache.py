@@ -42,13 +42,15 @@ from pathlib import Path
 
 from . import faults, hashing
 from .errors import CacheError
-from .fsutil import atomic_write, fsync_dir, remove_path, unlink_quiet as _unlink_quiet
+from .fsutil import atomic_write, fsync_dir, remove_path
+from .fsutil import unlink_quiet as _unlink_quiet
 from .hashing import Meta
 
 RUN_SCHEMA = 1
 TMP_MAX_AGE = 24 * 3600  # a temp file this old belongs to a process that died
 try:
     import fcntl
+
     FICLONE = 0x40049409  # linux/fs.h: _IOW(0x94, 9, int)
 except ImportError:  # pragma: no cover
     fcntl = None
@@ -161,8 +163,15 @@ class Cache:
                 with open(dst.name, "rb", buffering=0) as back:
                     return hashing.hash_stream(back)
             except OSError as exc:
-                if exc.errno not in (errno.EOPNOTSUPP, errno.ENOTTY, errno.EXDEV, errno.EINVAL,
-                                     errno.EBADF, errno.ENOSYS, errno.EPERM):
+                if exc.errno not in (
+                    errno.EOPNOTSUPP,
+                    errno.ENOTTY,
+                    errno.EXDEV,
+                    errno.EINVAL,
+                    errno.EBADF,
+                    errno.ENOSYS,
+                    errno.EPERM,
+                ):
                     raise
                 self._reflink_ok = False
         return hashing.hash_stream(src, copy_to=dst)
@@ -269,13 +278,21 @@ class Cache:
             return None
 
     def write_run(self, key: str, stage: str, outs: dict[str, Meta]) -> None:
-        record = {"schema": RUN_SCHEMA, "key": key, "stage": stage,
-                  "outs": {p: m.to_lock() for p, m in sorted(outs.items())}}
+        record = {
+            "schema": RUN_SCHEMA,
+            "key": key,
+            "stage": stage,
+            "outs": {p: m.to_lock() for p, m in sorted(outs.items())},
+        }
         target = self.run_path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
-        atomic_write(target, json.dumps(record, sort_keys=True, indent=1).encode(), tmp_dir=self.tmp,
-                     what="run-record")
+        atomic_write(
+            target,
+            json.dumps(record, sort_keys=True, indent=1).encode(),
+            tmp_dir=self.tmp,
+            what="run-record",
+        )
 
     # -- who is using it ----------------------------------------------------
 
@@ -378,7 +395,3 @@ UMASK = _read_umask()  # read once, at import: os.umask is process-wide, not thr
 def _check_relative(path: str) -> None:
     if not isinstance(path, str) or path.startswith("/") or ".." in path.split("/") or "\\" in path:
         raise ValueError(f"unsafe path in cache record: {path!r}")
-
-
-
-

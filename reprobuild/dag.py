@@ -46,10 +46,16 @@ IMAGE_TYPES = (".svg", ".png", ".pdf")
 FATE_WORDS = {SKIP: "up to date", RESTORE: "would restore", RUN: "would run"}
 FATE_MARKS = {SKIP: "✓", RESTORE: "↻", RUN: "●"}
 FATE_STYLES = {SKIP: "green", RESTORE: "cyan", RUN: "yellow"}
-FATE_COLORS = {SKIP: "#dcfce7", RESTORE: "#e0f2fe", RUN: "#fef3c7"}  # fill colours in DOT and Mermaid
+FATE_COLORS = {
+    SKIP: "#dcfce7",
+    RESTORE: "#e0f2fe",
+    RUN: "#fef3c7",
+}  # fill colours in DOT and Mermaid
 OUT_COLOR = "#f1f5f9"
-INSTALL_GRAPHVIZ = ("install Graphviz (apt install graphviz, brew install graphviz, or conda install graphviz), "
-                    "or print DOT with --format dot")
+INSTALL_GRAPHVIZ = (
+    "install Graphviz (apt install graphviz, brew install graphviz, or conda install graphviz), "
+    "or print DOT with --format dot"
+)
 
 
 def out_id(path: str) -> str:
@@ -64,19 +70,40 @@ def build_view(project, decisions, with_outs: bool = False, warning: str | None 
     nodes, edges = [], []
     for d in decisions:
         stage = stages[d.stage]
-        nodes.append({"id": d.stage, "kind": "stage", "fate": d.fate, "stale": d.fate != SKIP,
-                      "reasons": list(d.reasons), "desc": stage.desc, "outs": [o.path for o in stage.outs]})
+        nodes.append(
+            {
+                "id": d.stage,
+                "kind": "stage",
+                "fate": d.fate,
+                "stale": d.fate != SKIP,
+                "reasons": list(d.reasons),
+                "desc": stage.desc,
+                "outs": [o.path for o in stage.outs],
+            }
+        )
         if with_outs:
             for out in stage.outs:
-                nodes.append({"id": out_id(out.path), "kind": "out", "path": out.path, "stage": d.stage,
-                              "metric": out.metric})
+                nodes.append(
+                    {
+                        "id": out_id(out.path),
+                        "kind": "out",
+                        "path": out.path,
+                        "stage": d.stage,
+                        "metric": out.metric,
+                    }
+                )
                 edges.append({"from": d.stage, "to": out_id(out.path)})
     if with_outs:
         for name in names:
             for path in _consumed_outs(project, stages[name], selected):
                 edges.append({"from": out_id(path), "to": name})
     else:
-        edges += [{"from": u, "to": v} for u in names for v in project.graph.successors(u) if v in selected]
+        edges += [
+            {"from": u, "to": v}
+            for u in names
+            for v in project.graph.successors(u)
+            if v in selected
+        ]
     doc = {"schema": SCHEMA, "nodes": nodes, "edges": edges}
     if warning:
         doc["warning"] = warning
@@ -96,6 +123,7 @@ def _consumed_outs(project, stage, selected: set) -> list[str]:
 
 # -- formats ---------------------------------------------------------------------
 
+
 def to_json(view: dict) -> str:
     return json.dumps(view, indent=2, ensure_ascii=False)
 
@@ -112,20 +140,22 @@ def to_mermaid(view: dict) -> str:
         if n["kind"] == "stage":
             lines.append(f'    {ids[n["id"]]}["{label}<br/>{FATE_WORDS[n["fate"]]}"]')
             if n["reasons"]:
-                lines.append(f'    %% {_one_line(n["id"])}: {_one_line("; ".join(n["reasons"]))}')
+                lines.append(f"    %% {_one_line(n['id'])}: {_one_line('; '.join(n['reasons']))}")
         else:
             lines.append(f'    {ids[n["id"]]}(["{label}"])')
-    lines += [f'    {ids[e["from"]]} --> {ids[e["to"]]}' for e in view["edges"]]
+    lines += [f"    {ids[e['from']]} --> {ids[e['to']]}" for e in view["edges"]]
     for fate, color in FATE_COLORS.items():
         lines.append(f"    classDef {fate} fill:{color}")
     lines.append(f"    classDef out fill:{OUT_COLOR}")
     for n in view["nodes"]:
-        lines.append(f'    class {ids[n["id"]]} {n["fate"] if n["kind"] == "stage" else "out"}')
+        lines.append(f"    class {ids[n['id']]} {n['fate'] if n['kind'] == 'stage' else 'out'}")
     return "\n".join(lines) + "\n"
 
 
 def _mermaid_text(text: str) -> str:
-    return text.replace("&", "#amp;").replace('"', "#quot;").replace("<", "#lt;").replace(">", "#gt;")
+    return (
+        text.replace("&", "#amp;").replace('"', "#quot;").replace("<", "#lt;").replace(">", "#gt;")
+    )
 
 
 def _one_line(text: str) -> str:
@@ -133,16 +163,28 @@ def _one_line(text: str) -> str:
 
 
 def to_dot(view: dict) -> str:
-    lines = ["digraph reprobuild {", "    rankdir=TB;",
-             '    node [shape=box, style="rounded,filled", fontname="Helvetica"];']
+    lines = [
+        "digraph reprobuild {",
+        "    rankdir=TB;",
+        '    node [shape=box, style="rounded,filled", fontname="Helvetica"];',
+    ]
     for n in view["nodes"]:
         if n["kind"] == "stage":
-            attrs = {"label": f'{n["id"]}\n{FATE_WORDS[n["fate"]]}', "fillcolor": FATE_COLORS[n["fate"]],
-                     "fate": n["fate"], "reasons": "; ".join(n["reasons"]),
-                     "tooltip": "\n".join(n["reasons"]) or FATE_WORDS[n["fate"]]}
+            attrs = {
+                "label": f"{n['id']}\n{FATE_WORDS[n['fate']]}",
+                "fillcolor": FATE_COLORS[n["fate"]],
+                "fate": n["fate"],
+                "reasons": "; ".join(n["reasons"]),
+                "tooltip": "\n".join(n["reasons"]) or FATE_WORDS[n["fate"]],
+            }
         else:
-            attrs = {"label": n["path"], "shape": "note", "style": "filled", "fillcolor": OUT_COLOR,
-                     "stage": n["stage"]}
+            attrs = {
+                "label": n["path"],
+                "shape": "note",
+                "style": "filled",
+                "fillcolor": OUT_COLOR,
+                "stage": n["stage"],
+            }
         body = ", ".join(f"{k}={_dot_quote(v)}" for k, v in attrs.items())
         lines.append(f"    {_dot_quote(n['id'])} [{body}];")
     lines += [f"    {_dot_quote(e['from'])} -> {_dot_quote(e['to'])};" for e in view["edges"]]
@@ -161,7 +203,9 @@ def to_drawing(view: dict, direction: str = "auto", width: int = 80):
     nodes = []
     for n in view["nodes"]:
         if n["kind"] == "stage":
-            nodes.append(Node(n["id"], f'{FATE_MARKS[n["fate"]]} {n["id"]}', FATE_STYLES[n["fate"]]))
+            nodes.append(
+                Node(n["id"], f"{FATE_MARKS[n['fate']]} {n['id']}", FATE_STYLES[n["fate"]])
+            )
         else:
             nodes.append(Node(n["id"], n["path"], "dim", rounded=True))
     return draw(nodes, [(e["from"], e["to"]) for e in view["edges"]], direction, width)
@@ -173,6 +217,7 @@ def legend() -> str:
 
 # -- images ------------------------------------------------------------------------
 
+
 def render_image(dot_text: str, target: Path) -> None:
     """SVG/PNG/PDF through Graphviz's `dot`; a clear error when it is not installed."""
     kind = target.suffix.lower()
@@ -180,11 +225,18 @@ def render_image(dot_text: str, target: Path) -> None:
         raise UsageError(f"cannot render {target.name}: -o takes a .svg, .png or .pdf file")
     dot = shutil.which("dot")
     if dot is None:
-        raise UsageError("Graphviz's `dot` is not installed, so the graph cannot be rendered to "
-                         f"{target.name}", hint=INSTALL_GRAPHVIZ)
+        raise UsageError(
+            f"Graphviz's `dot` is not installed, so the graph cannot be rendered to {target.name}",
+            hint=INSTALL_GRAPHVIZ,
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run([dot, f"-T{kind[1:]}", "-o", os.fspath(target)], input=dot_text.encode(),
-                          capture_output=True)
+    proc = subprocess.run(
+        [dot, f"-T{kind[1:]}", "-o", os.fspath(target)],
+        input=dot_text.encode(),
+        capture_output=True,
+    )
     if proc.returncode != 0:
         message = proc.stderr.decode(errors="replace").strip().splitlines()
-        raise UsageError(f"Graphviz could not render {target.name}: {message[-1] if message else 'failed'}")
+        raise UsageError(
+            f"Graphviz could not render {target.name}: {message[-1] if message else 'failed'}"
+        )

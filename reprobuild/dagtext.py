@@ -42,12 +42,27 @@ from dataclasses import dataclass, field
 import networkx as nx
 
 N, E, S, W = 1, 2, 4, 8
-GLYPH = {0: " ", N: "│", S: "│", N | S: "│", E: "─", W: "─", E | W: "─",
-         E | S: "┌", S | W: "┐", N | E: "└", N | W: "┘", N | E | S: "├", N | S | W: "┤",
-         E | S | W: "┬", N | E | W: "┴", N | E | S | W: "┼"}
+GLYPH = {
+    0: " ",
+    N: "│",
+    S: "│",
+    N | S: "│",
+    E: "─",
+    W: "─",
+    E | W: "─",
+    E | S: "┌",
+    S | W: "┐",
+    N | E: "└",
+    N | W: "┘",
+    N | E | S: "├",
+    N | S | W: "┤",
+    E | S | W: "┬",
+    N | E | W: "┴",
+    N | E | S | W: "┼",
+}
 ROUNDED = {"┌": "╭", "┐": "╮", "└": "╰", "┘": "╯"}
 ARROW = {"down": "▼", "right": "▶"}
-SWEEPS = 12      # ordering passes; small graphs settle in two or three
+SWEEPS = 12  # ordering passes; small graphs settle in two or three
 ALIGN_SWEEPS = 8  # positioning passes, alternately down and up
 MORE_PORTS_ROUNDS = 8  # layouts tried while boxes need more ports to keep nets apart
 
@@ -56,15 +71,17 @@ MORE_PORTS_ROUNDS = 8  # layouts tried while boxes need more ports to keep nets 
 class Node:
     id: str
     label: str
-    style: str = ""        # a rich style for the box, "" for none
+    style: str = ""  # a rich style for the box, "" for none
     rounded: bool = False  # rounded corners (artifacts), square ones (stages)
 
 
 @dataclass
 class Drawing:
-    direction: str                    # "down" or "right"
+    direction: str  # "down" or "right"
     lines: list[str]
-    styles: list[list[tuple[int, int, str]]] = field(default_factory=list)  # per line: (start, end, style)
+    styles: list[list[tuple[int, int, str]]] = field(
+        default_factory=list
+    )  # per line: (start, end, style)
 
     @property
     def width(self) -> int:
@@ -87,7 +104,9 @@ class Drawing:
         return out
 
 
-def draw(nodes: list[Node], edges: list[tuple[str, str]], direction: str = "auto", width: int = 80) -> Drawing:
+def draw(
+    nodes: list[Node], edges: list[tuple[str, str]], direction: str = "auto", width: int = 80
+) -> Drawing:
     """Lay out and draw; `direction` is "down", "right" or "auto" (down when it fits `width`)."""
     if direction != "auto":
         return _Layout(nodes, edges, direction).draw()
@@ -99,6 +118,7 @@ def draw(nodes: list[Node], edges: list[tuple[str, str]], direction: str = "auto
 
 
 # -- layers, dummies, order ----------------------------------------------------
+
 
 def layers_of(g: nx.DiGraph) -> dict:
     """Layer of each node: the longest path from a source; a source sits just above its nearest consumer."""
@@ -144,6 +164,7 @@ def crossings(upper: list, lower: list, down: dict) -> int:
 
 def order_layers(rows: list[list], up: dict, down: dict) -> list[list]:
     """Barycenter sweeps, down then up; returns the order with the fewest crossings."""
+
     def total(rs):
         return sum(crossings(rs[i], rs[i + 1], down) for i in range(len(rs) - 1))
 
@@ -178,6 +199,7 @@ def _by_barycenter(row: list, fixed: list, neighbours: dict) -> list:
 
 # -- positions across the flow -------------------------------------------------
 
+
 def place(sizes: list[int], desired: list[float], weights: list[float], gap: int) -> list[int]:
     """Left edges, in this order and at least `gap` apart, nearest (weighted least squares)
     to `desired`: isotonic regression on desired minus each node's minimal offset."""
@@ -186,17 +208,18 @@ def place(sizes: list[int], desired: list[float], weights: list[float], gap: int
         offsets.append(x)
         x += size + gap
     blocks: list[list[float]] = []  # [value, weight, count]
-    for d, off, w in zip(desired, offsets, weights):
+    for d, off, w in zip(desired, offsets, weights, strict=False):
         blocks.append([d - off, w, 1])
         while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
             v2, w2, n2 = blocks.pop()
             v1, w1, n1 = blocks.pop()
             blocks.append([(v1 * w1 + v2 * w2) / (w1 + w2), w1 + w2, n1 + n2])
     fitted = [v for v, _, n in blocks for _ in range(int(n))]
-    return [math.floor(v + 0.5) + off for v, off in zip(fitted, offsets)]
+    return [math.floor(v + 0.5) + off for v, off in zip(fitted, offsets, strict=False)]
 
 
 # -- the layout ----------------------------------------------------------------
+
 
 class _Layout:
     """One drawing in one direction. Coordinates: `main` along the flow, `cross` across it."""
@@ -301,7 +324,9 @@ class _Layout:
             else:
                 desired.append(self.pos[n])
                 weights.append(0.05)
-        for n, x in zip(row, place([self.cross_len(n) for n in row], desired, weights, self.gap)):
+        for n, x in zip(
+            row, place([self.cross_len(n) for n in row], desired, weights, self.gap), strict=False
+        ):
             self.pos[n] = x
 
     # -- drawing ---------------------------------------------------------------
@@ -346,13 +371,13 @@ class _Layout:
         line with its entry port when the upper node's side allows (a straight line)."""
         leaving = {u: self.port(u) for us, _ in nets for u in us}
         entry, into = {}, defaultdict(list)
-        for k, (us, cs) in enumerate(nets):
+        for k, (_us, cs) in enumerate(nets):
             for c in cs:
                 into[c].append(k)
         for c, ks in into.items():
             ks.sort(key=lambda k: sum(self.port(u) for u in nets[k][0]) / len(nets[k][0]))
             clear = [{x for u, x in leaving.items() if u not in nets[k][0]} for k in ks]
-            for k, slot in zip(ks, self._slots(c, clear)):
+            for k, slot in zip(ks, self._slots(c, clear), strict=False):
                 entry[k, c] = slot
         exit = {}
         for k, (us, cs) in enumerate(nets):
@@ -413,14 +438,16 @@ class _Layout:
         crowded = {c for a, b, c in collisions if result[a] >= result[b]}
         return result, crowded
 
-    def _draw_node(self, canvas: "_Canvas", n, band: tuple[int, int]) -> None:
+    def _draw_node(self, canvas: _Canvas, n, band: tuple[int, int]) -> None:
         start, size = band
         if n not in self.nodes:  # a dummy: a straight line through the band
             canvas.trace([(start, self.port(n)), (start + size - 1, self.port(n))], None)
             return
         canvas.box(start, self.pos[n], self.main_len(n), self.cross_len(n), self.nodes[n])
 
-    def _draw_channel(self, canvas: "_Canvas", i: int, bands, exit: dict, entry: dict, tracks: list) -> None:
+    def _draw_channel(
+        self, canvas: _Canvas, i: int, bands, exit: dict, entry: dict, tracks: list
+    ) -> None:
         start, size = bands[i]
         first = start + size  # the channel's first line
         last = bands[i + 1][0] - 1  # its arrow line
@@ -471,7 +498,12 @@ class _Canvas:
     def box(self, main: int, cross: int, main_len: int, cross_len: int, node: Node) -> None:
         r, c = self.screen(main, cross)
         h, w = (main_len, cross_len) if self.direction == "down" else (cross_len, main_len)
-        corners = {(r, c): E | S, (r, c + w - 1): S | W, (r + h - 1, c): N | E, (r + h - 1, c + w - 1): N | W}
+        corners = {
+            (r, c): E | S,
+            (r, c + w - 1): S | W,
+            (r + h - 1, c): N | E,
+            (r + h - 1, c + w - 1): N | W,
+        }
         for (rr, cc), bits in corners.items():
             glyph = GLYPH[bits]
             self.chars[rr, cc] = ROUNDED[glyph] if node.rounded else glyph
@@ -495,7 +527,7 @@ class _Canvas:
     def trace(self, points: list[tuple[int, int]], edge) -> None:
         """A line through `points` (main, cross), straight between each pair."""
         cells = [self.screen(*p) for p in points]
-        for (r1, c1), (r2, c2) in zip(cells, cells[1:]):
+        for (r1, c1), (r2, c2) in zip(cells, cells[1:], strict=False):
             dr, dc = (r2 > r1) - (r2 < r1), (c2 > c1) - (c2 < c1)
             r, c = r1, c1
             while (r, c) != (r2, c2):

@@ -49,8 +49,9 @@ class State:
             "env": self.env,
             "outs": self.outs_declared,
         }
-        return hashing.hash_bytes(json.dumps(doc, sort_keys=True, separators=(",", ":"),
-                                             default=str).encode())
+        return hashing.hash_bytes(
+            json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str).encode()
+        )
 
     def lock_entry(self, outs: dict[str, Meta]) -> dict:
         entry = {"key": self.key, "cmd": self.cmd}
@@ -117,10 +118,16 @@ class Prober:
         env_key = stage.env
         if env_key not in self._env_cache:
             self._env_cache[env_key] = environment.fingerprint(stage.env, self._env_file_hash)
-        return State(cmd=stage.cmd_text, wdir=stage.wdir, code=dict(sorted(groups["code"].items())),
-                     deps=dict(sorted(groups["deps"].items())), params=stage.params,
-                     env=self._env_cache[env_key], outs_declared=sorted(o.path for o in stage.outs),
-                     unknown=unknown)
+        return State(
+            cmd=stage.cmd_text,
+            wdir=stage.wdir,
+            code=dict(sorted(groups["code"].items())),
+            deps=dict(sorted(groups["deps"].items())),
+            params=stage.params,
+            env=self._env_cache[env_key],
+            outs_declared=sorted(o.path for o in stage.outs),
+            unknown=unknown,
+        )
 
     def _env_file_hash(self, rel: str) -> str | None:
         meta = self.meta(rel)
@@ -177,8 +184,17 @@ def _show(value) -> str:
     return json.dumps(value, default=str)
 
 
-def decide(stage: Stage, entry: dict | None, prober: Prober, cache, *, force=False,
-           run_cache=True, pending=None, known=None) -> Decision:
+def decide(
+    stage: Stage,
+    entry: dict | None,
+    prober: Prober,
+    cache,
+    *,
+    force=False,
+    run_cache=True,
+    pending=None,
+    known=None,
+) -> Decision:
     """The fate of one stage now; `pending` and `known` as in Prober.state."""
     state = prober.state(stage, pending, known)
     upstream = sorted({pending(p) for p in state.unknown if pending and pending(p)})

@@ -37,9 +37,9 @@ class BuildOptions:
     wait: bool = True
     executor: str = "local"
     scheduler: str | None = None
-    retries: int = 0              # Dask: attempts more after a worker dies mid-stage
-    pull: bool = False            # consult the remote's run records before running a stage
-    remote: str | None = None     # --remote URL (else REPROBUILD_REMOTE, else `remote:`)
+    retries: int = 0  # Dask: attempts more after a worker dies mid-stage
+    pull: bool = False  # consult the remote's run records before running a stage
+    remote: str | None = None  # --remote URL (else REPROBUILD_REMOTE, else `remote:`)
 
 
 @dataclass
@@ -58,8 +58,10 @@ class Summary:
 
 # -- planning ---------------------------------------------------------------
 
-def plan(project: Project, names: list[str], entries: dict, force: bool = False,
-         run_cache: bool = True) -> list[Decision]:
+
+def plan(
+    project: Project, names: list[str], entries: dict, force: bool = False, run_cache: bool = True
+) -> list[Decision]:
     """Every stage's fate if built now, in build order, without touching anything.
 
     A stage downstream of one that will run cannot know its inputs yet: those
@@ -79,8 +81,16 @@ def plan(project: Project, names: list[str], entries: dict, force: bool = False,
                     return owner
             return None
 
-        d = dmod.decide(stage, entries.get(name), project.prober, project.cache,
-                        force=force, run_cache=run_cache, pending=pending, known=known)
+        d = dmod.decide(
+            stage,
+            entries.get(name),
+            project.prober,
+            project.cache,
+            force=force,
+            run_cache=run_cache,
+            pending=pending,
+            known=known,
+        )
         if d.fate != SKIP:
             for out in stage.outs:
                 remade[out.path] = name
@@ -91,6 +101,7 @@ def plan(project: Project, names: list[str], entries: dict, force: bool = False,
 
 
 # -- building ---------------------------------------------------------------
+
 
 def build(project: Project, opts: BuildOptions, reporter: Reporter, executor=None) -> Summary:
     """Build the selected stages; `executor` replaces the one `opts` names (tests pass fakes)."""
@@ -103,7 +114,10 @@ def build(project: Project, opts: BuildOptions, reporter: Reporter, executor=Non
             reporter.stage_planned(d)
         return Summary()
     project.cache.ensure()
-    with workspace_lock(project.ws.state_dir, opts.wait, reporter.waiting_for_lock), project.cache.using():
+    with (
+        workspace_lock(project.ws.state_dir, opts.wait, reporter.waiting_for_lock),
+        project.cache.using(),
+    ):
         project.sweep_lock_temps()
         entries, problem = project.read_lock()
         if problem:
@@ -136,8 +150,8 @@ class Builder:
         waiting = {n: {u for u in self.p.graph.predecessors(n) if u in selected} for n in names}
         ready = [n for n in names if not waiting[n]]
         order = {n: i for i, n in enumerate(names)}
-        bad: dict[str, str] = {}   # stage -> the failed stage it stands behind
-        running: dict = {}         # future -> (decision, job)
+        bad: dict[str, str] = {}  # stage -> the failed stage it stands behind
+        running: dict = {}  # future -> (decision, job)
         jobs = self.opts.jobs if self.opts.jobs > 0 else (os.cpu_count() or 1)
         if executor is None:
             executor = self._make_executor(jobs)
@@ -228,14 +242,27 @@ class Builder:
     def _start(self, name, executor, running):
         """Skip, restore or submit one stage: True done, False failed, None submitted."""
         stage = self.p.pipeline.stages[name]
-        d = dmod.decide(stage, self.entries.get(name), self.p.prober, self.p.cache,
-                        force=self.opts.force, run_cache=self.opts.run_cache)
+        d = dmod.decide(
+            stage,
+            self.entries.get(name),
+            self.p.prober,
+            self.p.cache,
+            force=self.opts.force,
+            run_cache=self.opts.run_cache,
+        )
         if d.fate == SKIP:
             self.summary.skipped.append(name)
             self.reporter.stage_skipped(d)
             return True
-        if d.fate == RUN and self.remote is not None and self.opts.run_cache and not self.opts.force \
-                and not stage.always_run and d.state.key and self.remote.fetch_run(d.state.key):
+        if (
+            d.fate == RUN
+            and self.remote is not None
+            and self.opts.run_cache
+            and not self.opts.force
+            and not stage.always_run
+            and d.state.key
+            and self.remote.fetch_run(d.state.key)
+        ):
             d = dmod.decide(stage, self.entries.get(name), self.p.prober, self.p.cache)
         if d.state.unknown:  # an upstream stage did not make it
             return self._fail(name, f"dep missing: {d.state.unknown[0]}")
@@ -246,13 +273,21 @@ class Builder:
                 self.reporter.stage_restored(d)
                 return True
             except (CorruptObject, MissingObject) as exc:
-                self.reporter.warning(f"stage '{name}': cache object {exc} is missing or corrupt; running instead")
+                self.reporter.warning(
+                    f"stage '{name}': cache object {exc} is missing or corrupt; running instead"
+                )
                 d = Decision(d.stage, RUN, d.reasons, d.state)
         self._prepare_outs(stage)
-        job = Job(stage=name, cmds=stage.cmd, cwd=self.p.prober.abspath(stage.wdir),
-                  log_path=str(self.p.ws.state_dir / "logs" / f"{name}.log"), cpus=stage.cpus,
-                  outs=tuple(OutSpec(self.p.prober.abspath(o.path), o.cache) for o in stage.outs),
-                  cache_root=str(self.p.cache.root), link=self.p.cache.link)
+        job = Job(
+            stage=name,
+            cmds=stage.cmd,
+            cwd=self.p.prober.abspath(stage.wdir),
+            log_path=str(self.p.ws.state_dir / "logs" / f"{name}.log"),
+            cpus=stage.cpus,
+            outs=tuple(OutSpec(self.p.prober.abspath(o.path), o.cache) for o in stage.outs),
+            cache_root=str(self.p.cache.root),
+            link=self.p.cache.link,
+        )
         self.reporter.stage_started(d)
         running[executor.submit(job)] = (d, job)
         return None
@@ -288,8 +323,11 @@ class Builder:
             if self.summary.interrupted:
                 self._fail(name, "interrupted")
             else:
-                self._fail(name, f"command exited with {result.returncode}: {result.failed_cmd}",
-                           _tail(job.log_path))
+                self._fail(
+                    name,
+                    f"command exited with {result.returncode}: {result.failed_cmd}",
+                    _tail(job.log_path),
+                )
             return False
         if result.missing_out:
             rel = os.path.relpath(result.missing_out, self.p.ws.dir).replace(os.sep, "/")
@@ -301,8 +339,12 @@ class Builder:
         after = self.p.prober.state(stage)
         if after.key != d.state.key:
             changed = dmod.input_reasons(stage, d.state.lock_entry({}), after, [])
-            self._fail(name, "inputs changed while it ran (" + ", ".join(changed or ["?"]) +
-                       "); its result is not recorded")
+            self._fail(
+                name,
+                "inputs changed while it ran ("
+                + ", ".join(changed or ["?"])
+                + "); its result is not recorded",
+            )
             return False
         outs: dict[str, Meta] = {}
         for out in stage.outs:
@@ -349,10 +391,12 @@ def _install_interrupt(executor, builder):
     def restore():
         for s, h in previous.items():
             signal.signal(s, h)
+
     return restore
 
 
 # -- commit and checkout ----------------------------------------------------
+
 
 def commit(project: Project, names: list[str], reporter: Reporter) -> list[str]:
     """Record the workspace as it is for these stages; returns the stages recorded.
@@ -378,7 +422,11 @@ def commit(project: Project, names: list[str], reporter: Reporter) -> list[str]:
             outs = {}
             for out in stage.outs:
                 path = project.prober.abspath(out.path)
-                meta = project.cache.insert(path, project.hasher) if out.cache else project.hasher.path(path)
+                meta = (
+                    project.cache.insert(path, project.hasher)
+                    if out.cache
+                    else project.hasher.path(path)
+                )
                 outs[dmod.lock_path(out.path, meta)] = meta
             if all(o.cache for o in stage.outs):
                 project.cache.write_run(state.key, name, outs)
@@ -396,13 +444,14 @@ def raise_missing(stage, path, what):
 class CheckoutResult:
     restored: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
-    missing: list[str] = field(default_factory=list)   # "stage: path" the cache lacks
-    kept: list[str] = field(default_factory=list)      # modified by hand, not in the cache
-    ignored: list[str] = field(default_factory=list)   # "stage: path" the pipeline does not declare
+    missing: list[str] = field(default_factory=list)  # "stage: path" the cache lacks
+    kept: list[str] = field(default_factory=list)  # modified by hand, not in the cache
+    ignored: list[str] = field(default_factory=list)  # "stage: path" the pipeline does not declare
 
 
-def checkout(project: Project, entries: dict, names: list[str] | None = None,
-             force: bool = False) -> CheckoutResult:
+def checkout(
+    project: Project, entries: dict, names: list[str] | None = None, force: bool = False
+) -> CheckoutResult:
     """Make workspace outs match `entries` (a lockfile's stages) from the cache; runs nothing.
 
     Only paths the current pipeline declares as that stage's outs are written

@@ -16,24 +16,24 @@ from __future__ import annotations
 import os
 import platform
 import sys
-from functools import lru_cache
+from functools import cache
 
 from .pipeline import EnvSpec
 
 NOT_INSTALLED = "not installed"
 
 
-@lru_cache(maxsize=None)
+@cache
 def python_version() -> str:
     return f"{platform.python_implementation()} {platform.python_version()}"
 
 
-@lru_cache(maxsize=None)
+@cache
 def platform_name() -> str:
     return f"{sys.platform}-{platform.machine().lower()}"
 
 
-@lru_cache(maxsize=None)
+@cache
 def package_version(name: str) -> str:
     from importlib import metadata  # only pipelines that list packages pay for it
 

@@ -45,8 +45,14 @@ class UsageError(ReprobuildError):
 class PipelineError(ReprobuildError):
     """A problem in a pipeline or params file; names where it is."""
 
-    def __init__(self, message: str, file: str | None = None, line: int | None = None,
-                 stage: str | None = None, hint: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        file: str | None = None,
+        line: int | None = None,
+        stage: str | None = None,
+        hint: str | None = None,
+    ):
         where = ""
         if file:
             where = f"{file}:{line}: " if line else f"{file}: "

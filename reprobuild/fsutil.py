@@ -13,8 +13,9 @@ from pathlib import Path
 from . import faults
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o644, tmp_dir: Path | None = None,
-                 what: str = "file") -> None:
+def atomic_write(
+    path: Path, data: bytes, mode: int = 0o644, tmp_dir: Path | None = None, what: str = "file"
+) -> None:
     """Write `data` to `path` so that a crash leaves the old file or the new one.
 
     `what` names the write for fault injection (faults.py).

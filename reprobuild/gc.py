@@ -9,7 +9,6 @@ objects in flight that no lockfile names yet.
 
 from __future__ import annotations
 
-
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,8 +30,11 @@ class GcResult:
 def workspace_lockfiles(root: Path, cache_root: Path) -> list[Path]:
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
-                             and Path(dirpath, d) != cache_root and d != STATE_DIR)
+        dirnames[:] = sorted(
+            d
+            for d in dirnames
+            if not d.startswith(".") and Path(dirpath, d) != cache_root and d != STATE_DIR
+        )
         if LOCK_FILE in filenames:
             found.append(Path(dirpath, LOCK_FILE))
     return found
@@ -45,7 +47,9 @@ def kept_entries(root: Path, cache_root: Path, all_commits: bool) -> tuple[list[
     for path in files:
         stages, problem = lockfile.read(path)
         if problem:  # e.g. merge-conflict markers: what it names is unknown, so keep everything
-            raise CacheError(f"{path}: {problem.split(';')[0]}; gc removes nothing until it is fixed")
+            raise CacheError(
+                f"{path}: {problem.split(';')[0]}; gc removes nothing until it is fixed"
+            )
         entries.extend(stages.values())
         versions += 1
     if all_commits:
@@ -57,8 +61,10 @@ def kept_entries(root: Path, cache_root: Path, all_commits: bool) -> tuple[list[
                 if text:
                     stages, problem = lockfile.parse(text)
                     if problem:
-                        raise CacheError(f"{rel} at {commit[:12]}: {problem.split(';')[0]}; "
-                                         "gc removes nothing until it can read every version")
+                        raise CacheError(
+                            f"{rel} at {commit[:12]}: {problem.split(';')[0]}; "
+                            "gc removes nothing until it can read every version"
+                        )
                     entries.extend(stages.values())
                     versions += 1
     return entries, versions

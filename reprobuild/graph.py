@@ -21,11 +21,11 @@ from .pipeline import Pipeline, Stage
 class OutIndex:
     """Every out path of the pipeline, for 'who makes this path' questions."""
 
-    paths: list[str]          # sorted
-    owner: dict[str, str]     # out path -> stage name
+    paths: list[str]  # sorted
+    owner: dict[str, str]  # out path -> stage name
 
     @classmethod
-    def build(cls, stages: dict[str, Stage]) -> "OutIndex":
+    def build(cls, stages: dict[str, Stage]) -> OutIndex:
         owner = {}
         for stage in stages.values():
             for out in stage.outs:
@@ -66,12 +66,20 @@ def build(pipeline: Pipeline, root_dir: str) -> nx.DiGraph:
                 if upstream != stage.name:
                     g.add_edge(upstream, stage.name)
                 else:
-                    raise PipelineError(f"'{dep.path}' is both a dep and an out of the stage",
-                                        file=pipeline.file, line=dep.line, stage=stage.name)
+                    raise PipelineError(
+                        f"'{dep.path}' is both a dep and an out of the stage",
+                        file=pipeline.file,
+                        line=dep.line,
+                        stage=stage.name,
+                    )
             if not producers and not os.path.exists(os.path.join(root_dir, dep.path)):
                 kind = "code file" if dep in stage.code else "dep"
-                raise PipelineError(f"{kind} '{dep.path}' does not exist and no stage makes it",
-                                    file=pipeline.file, line=dep.line, stage=stage.name)
+                raise PipelineError(
+                    f"{kind} '{dep.path}' does not exist and no stage makes it",
+                    file=pipeline.file,
+                    line=dep.line,
+                    stage=stage.name,
+                )
     _check_cycles(g, pipeline)
     return g
 
@@ -81,11 +89,19 @@ def _check_overlapping_outs(pipeline: Pipeline, index: OutIndex) -> None:
     for stage in pipeline.stages.values():
         for out in stage.outs:
             if out.path in seen and seen[out.path] != stage.name:
-                raise PipelineError(f"out '{out.path}' is also an out of stage '{seen[out.path]}'",
-                                    file=pipeline.file, line=out.line, stage=stage.name)
+                raise PipelineError(
+                    f"out '{out.path}' is also an out of stage '{seen[out.path]}'",
+                    file=pipeline.file,
+                    line=out.line,
+                    stage=stage.name,
+                )
             if out.path in seen:
-                raise PipelineError(f"out '{out.path}' is declared twice",
-                                    file=pipeline.file, line=out.line, stage=stage.name)
+                raise PipelineError(
+                    f"out '{out.path}' is declared twice",
+                    file=pipeline.file,
+                    line=out.line,
+                    stage=stage.name,
+                )
             seen[out.path] = stage.name
     for path in index.paths:
         for other in index.related(path):
@@ -93,8 +109,12 @@ def _check_overlapping_outs(pipeline: Pipeline, index: OutIndex) -> None:
                 a, b = index.owner[path], index.owner[other]
                 stage = pipeline.stages[b]
                 line = next(o.line for o in stage.outs if o.path == other)
-                raise PipelineError(f"out '{other}' overlaps out '{path}' of stage '{a}'",
-                                    file=pipeline.file, line=line, stage=b)
+                raise PipelineError(
+                    f"out '{other}' overlaps out '{path}' of stage '{a}'",
+                    file=pipeline.file,
+                    line=line,
+                    stage=b,
+                )
 
 
 def _check_cycles(g: nx.DiGraph, pipeline: Pipeline) -> None:
@@ -104,7 +124,9 @@ def _check_cycles(g: nx.DiGraph, pipeline: Pipeline) -> None:
         return
     names = [u for u, _ in cycle] + [cycle[0][0]]
     first = pipeline.stages[names[0]]
-    raise PipelineError("cycle: " + " -> ".join(names), file=pipeline.file, line=first.line, stage=names[0])
+    raise PipelineError(
+        "cycle: " + " -> ".join(names), file=pipeline.file, line=first.line, stage=names[0]
+    )
 
 
 def order(g: nx.DiGraph) -> list[str]:
@@ -128,7 +150,9 @@ def select(g: nx.DiGraph, pipeline: Pipeline, targets: list[str], pipeline_dir: 
     return [n for n in order(g) if n in wanted]
 
 
-def resolve_target(target: str, pipeline: Pipeline, index: OutIndex, pipeline_dir: str) -> list[str]:
+def resolve_target(
+    target: str, pipeline: Pipeline, index: OutIndex, pipeline_dir: str
+) -> list[str]:
     if target in pipeline.stages:
         return [target]
     group = [n for n in pipeline.stages if n.startswith(target + "@")]
@@ -136,7 +160,11 @@ def resolve_target(target: str, pipeline: Pipeline, index: OutIndex, pipeline_di
         return group
     # an output path: relative to the current folder, else to the pipeline's folder
     for base in (os.getcwd(), pipeline_dir):
-        rel = os.path.relpath(os.path.join(base, target), pipeline_dir).replace(os.sep, "/").rstrip("/")
+        rel = (
+            os.path.relpath(os.path.join(base, target), pipeline_dir)
+            .replace(os.sep, "/")
+            .rstrip("/")
+        )
         owners = {index.owner[p] for p in index.related(rel)}
         if owners:
             return sorted(owners)

@@ -55,7 +55,7 @@ class Meta:
         return d
 
     @classmethod
-    def from_lock(cls, d) -> "Meta | None":
+    def from_lock(cls, d) -> Meta | None:
         if not isinstance(d, dict) or not isinstance(d.get("hash"), str):
             return None
         return cls(d["hash"], int(d.get("size", 0)), d.get("nfiles"))
@@ -128,7 +128,11 @@ class StatCache:
         on_disk = StatCache(self.path).entries
         on_disk.update(self.entries)
         # forget files that are gone, so the cache does not grow forever
-        live = {p: e for p, e in on_disk.items() if os.path.lexists(p)} if len(on_disk) > 50_000 else on_disk
+        live = (
+            {p: e for p, e in on_disk.items() if os.path.lexists(p)}
+            if len(on_disk) > 50_000
+            else on_disk
+        )
         data = json.dumps({"schema": STATCACHE_SCHEMA, "entries": live}, separators=(",", ":"))
         try:
             atomic_write(self.path, data.encode(), what="statcache")
@@ -185,14 +189,26 @@ class Hasher:
                     continue  # sockets, fifos: not content
                 meta = self.file(full, st)
                 rel = os.path.relpath(full, folder).replace(os.sep, "/")
-                entries.append({"path": rel, "hash": meta.hash, "size": meta.size,
-                                "exec": bool(st.st_mode & 0o111)})
+                entries.append(
+                    {
+                        "path": rel,
+                        "hash": meta.hash,
+                        "size": meta.size,
+                        "exec": bool(st.st_mode & 0o111),
+                    }
+                )
             for d in dirnames:
                 sub = os.path.join(dirpath, d)
                 if os.path.islink(sub) and os.path.isdir(sub):
                     for e in self.manifest(sub, seen):
-                        entries.append({**e, "path": os.path.relpath(os.path.join(sub, e["path"]), folder)
-                                        .replace(os.sep, "/")})
+                        entries.append(
+                            {
+                                **e,
+                                "path": os.path.relpath(
+                                    os.path.join(sub, e["path"]), folder
+                                ).replace(os.sep, "/"),
+                            }
+                        )
         entries.sort(key=lambda e: e["path"])
         return entries
 

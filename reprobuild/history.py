@@ -61,6 +61,7 @@ def label(rev: str | None) -> str:
 
 # -- git paths and lockfiles ---------------------------------------------------------
 
+
 def git_top(project) -> Path:
     """The git top level holding the pipeline; a clear GitError outside a repository."""
     return _top(project.ws.dir)
@@ -95,6 +96,7 @@ def read_lock(project, rev: str | None) -> tuple[dict, str | None]:
 
 # -- lockfile diff -------------------------------------------------------------------
 
+
 def diff_locks(a: dict, b: dict) -> dict:
     """{"added", "removed", "changed"} between two lockfiles' stages."""
     changed = {}
@@ -102,13 +104,20 @@ def diff_locks(a: dict, b: dict) -> dict:
         fields = diff_entry(a[name], b[name])
         if fields:
             changed[name] = fields
-    return {"added": sorted(set(b) - set(a)), "removed": sorted(set(a) - set(b)), "changed": changed}
+    return {
+        "added": sorted(set(b) - set(a)),
+        "removed": sorted(set(a) - set(b)),
+        "changed": changed,
+    }
 
 
 def diff_entry(old: dict, new: dict) -> dict:
     fields = {}
     for field in ("key", "cmd", "wdir"):
-        a, b = old.get(field, "." if field == "wdir" else None), new.get(field, "." if field == "wdir" else None)
+        a, b = (
+            old.get(field, "." if field == "wdir" else None),
+            new.get(field, "." if field == "wdir" else None),
+        )
         if a != b:
             fields[field] = {"old": a, "new": b}
     for field in ("code", "deps", "outs"):
@@ -156,6 +165,7 @@ def flat_env(env: dict) -> dict:
 
 # -- params --------------------------------------------------------------------------
 
+
 def params_at(project, rev: str | None) -> tuple[dict, str | None]:
     """({dotted key: value} the stages use, a problem reading the lockfile); see the module docstring."""
     values: dict = {}
@@ -188,6 +198,7 @@ def diff_values(a: dict, b: dict, show_all: bool = False) -> dict:
 
 def change(old, new):
     """new - old for two numbers (not bools), else None; float noise trimmed to 12 digits."""
+
     def number(v):
         return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -199,6 +210,7 @@ def change(old, new):
 
 # -- metrics -------------------------------------------------------------------------
 
+
 class MetricsRead:
     """The metrics of one revision: {path: {key: value}} and {path: error}."""
 
@@ -206,10 +218,12 @@ class MetricsRead:
         self.rev = rev
         self.metrics: dict[str, dict] = {}
         self.errors: dict[str, str] = {}
-        self.warning: str | None = None   # the revision's lockfile could not be read
+        self.warning: str | None = None  # the revision's lockfile could not be read
 
     def error_list(self) -> list[dict]:
-        return [{"rev": label(self.rev), "path": p, "error": e} for p, e in sorted(self.errors.items())]
+        return [
+            {"rev": label(self.rev), "path": p, "error": e} for p, e in sorted(self.errors.items())
+        ]
 
 
 def metrics_at(project, rev: str | None) -> MetricsRead:
@@ -268,13 +282,18 @@ def _revision_bytes(project, rev: str, path: str, meta) -> bytes:
 
 def _metric_rule(project, rev: str):
     """Is a lock out of revision `rev` a metrics file? (see the module docstring)"""
-    current = {out.path for stage in project.pipeline.stages.values() for out in stage.outs if out.metric}
+    current = {
+        out.path for stage in project.pipeline.stages.values() for out in stage.outs if out.metric
+    }
     patterns = revision_metric_patterns(show(project, rev, project.ws.pipeline_file))
 
     def is_metric(path: str) -> bool:
         if path in current:
             return True
-        return path.endswith(METRIC_SUFFIXES) and any(fnmatch.fnmatchcase(path, p) for p in patterns)
+        return path.endswith(METRIC_SUFFIXES) and any(
+            fnmatch.fnmatchcase(path, p) for p in patterns
+        )
+
     return is_metric
 
 

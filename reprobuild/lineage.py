@@ -48,7 +48,9 @@ class Lineage:
     path: str
     rev: str
     stage: str
-    stages: dict[str, dict] = field(default_factory=dict)   # name -> entry + upstream/out_of_date/reasons
+    stages: dict[str, dict] = field(
+        default_factory=dict
+    )  # name -> entry + upstream/out_of_date/reasons
     sources: dict[str, dict] = field(default_factory=dict)
 
     @property
@@ -56,8 +58,15 @@ class Lineage:
         return any(s["out_of_date"] for s in self.stages.values())
 
     def to_json(self) -> dict:
-        return {"schema": SCHEMA, "path": self.path, "rev": self.rev, "stage": self.stage,
-                "out_of_date": self.out_of_date, "stages": self.stages, "sources": self.sources}
+        return {
+            "schema": SCHEMA,
+            "path": self.path,
+            "rev": self.rev,
+            "stage": self.stage,
+            "out_of_date": self.out_of_date,
+            "stages": self.stages,
+            "sources": self.sources,
+        }
 
 
 def lock_index(entries: dict) -> OutIndex:
@@ -73,7 +82,9 @@ def resolve(path: str, entries: dict, index: OutIndex, pipeline_dir: str) -> tup
     """(path relative to the pipeline folder, the stage that made it). PATH is relative to the
     current folder, else to the pipeline folder; a stage name is taken for its first out."""
     for base in (os.getcwd(), pipeline_dir):
-        rel = os.path.relpath(os.path.join(base, path), pipeline_dir).replace(os.sep, "/").rstrip("/")
+        rel = (
+            os.path.relpath(os.path.join(base, path), pipeline_dir).replace(os.sep, "/").rstrip("/")
+        )
         maker = _maker(rel, index)
         if maker:
             return rel, maker
@@ -136,6 +147,7 @@ def check_workspace(lineage: Lineage, project, entries: dict) -> None:
 
 # -- the tree for people -------------------------------------------------------------
 
+
 def short(digest) -> str:
     return str(digest)[:8] if digest else "?"
 
@@ -147,8 +159,10 @@ def tree(lineage: Lineage):
     from rich.tree import Tree
 
     flag = "  [red]out of date[/]" if lineage.out_of_date else "  [green]up to date[/]"
-    root = Tree(f"[bold]{escape(lineage.path)}[/]{flag}" + (f"  [dim](lockfile at {escape(lineage.rev)})[/]"
-                                                            if lineage.rev != "workspace" else ""))
+    root = Tree(
+        f"[bold]{escape(lineage.path)}[/]{flag}"
+        + (f"  [dim](lockfile at {escape(lineage.rev)})[/]" if lineage.rev != "workspace" else "")
+    )
     _stage_branch(root, lineage, lineage.stage, set())
     return root
 
@@ -157,8 +171,11 @@ def _stage_branch(parent, lineage: Lineage, name: str, shown: set) -> None:
     from rich.markup import escape
 
     entry = lineage.stages[name]
-    state = f"[red]out of date: {escape(', '.join(entry['reasons']))}[/]" if entry["out_of_date"] \
+    state = (
+        f"[red]out of date: {escape(', '.join(entry['reasons']))}[/]"
+        if entry["out_of_date"]
         else "[green]up to date[/]"
+    )
     if name in shown:
         parent.add(f"[bold]{escape(name)}[/] [dim](shown above)[/]")
         return
@@ -166,8 +183,12 @@ def _stage_branch(parent, lineage: Lineage, name: str, shown: set) -> None:
     node = parent.add(f"[bold]{escape(name)}[/]  key {entry.get('key', '?')[:12]}  {state}")
     for label, text in _facts(entry):
         node.add(f"[dim]{label}[/] {escape(text)}")
-    inputs = [(dep, meta, group) for group in ("deps", "code") for dep, meta in (entry.get(group) or {}).items()
-              if group == "deps" or dep in entry["upstream"]]  # source code files are listed under code
+    inputs = [
+        (dep, meta, group)
+        for group in ("deps", "code")
+        for dep, meta in (entry.get(group) or {}).items()
+        if group == "deps" or dep in entry["upstream"]
+    ]  # source code files are listed under code
     deps = node.add("[dim]deps[/]") if inputs else None
     for dep, meta, group in inputs:
         makers = entry["upstream"].get(dep, [])
@@ -188,7 +209,9 @@ def _facts(entry: dict) -> list[tuple[str, str]]:
     if entry.get("wdir", ".") != ".":
         facts.append(("wdir", entry["wdir"]))
     if entry.get("code"):
-        facts.append(("code", ", ".join(f"{p} {short(_hash(m))}" for p, m in entry["code"].items())))
+        facts.append(
+            ("code", ", ".join(f"{p} {short(_hash(m))}" for p, m in entry["code"].items()))
+        )
     if entry.get("params"):
         facts.append(("params", ", ".join(f"{k}={v}" for k, v in entry["params"].items())))
     if entry.get("env"):
@@ -196,5 +219,7 @@ def _facts(entry: dict) -> list[tuple[str, str]]:
 
         facts.append(("env", ", ".join(f"{k} {v}" for k, v in flat_env(entry["env"]).items())))
     if entry.get("outs"):
-        facts.append(("outs", ", ".join(f"{p} {short(_hash(m))}" for p, m in entry["outs"].items())))
+        facts.append(
+            ("outs", ", ".join(f"{p} {short(_hash(m))}" for p, m in entry["outs"].items()))
+        )
     return facts

@@ -40,9 +40,11 @@ from .fsutil import atomic_write
 from .hashing import hash_bytes
 
 try:
-    from yaml import CSafeDumper as _Dumper, CSafeLoader as _Loader
+    from yaml import CSafeDumper as _Dumper
+    from yaml import CSafeLoader as _Loader
 except ImportError:  # pragma: no cover
-    from yaml import SafeDumper as _Dumper, SafeLoader as _Loader  # type: ignore[assignment]
+    from yaml import SafeDumper as _Dumper  # type: ignore[assignment]
+    from yaml import SafeLoader as _Loader
 
 SCHEMA = 1
 ENTRY_ORDER = ("key", "cmd", "wdir", "code", "deps", "params", "env", "outs")
@@ -56,8 +58,10 @@ class _LockDumper(_Dumper):
     pass
 
 
-_LockDumper.add_representer(_Flow, lambda d, data: d.represent_mapping(
-    "tag:yaml.org,2002:map", data.items(), flow_style=True))
+_LockDumper.add_representer(
+    _Flow,
+    lambda d, data: d.represent_mapping("tag:yaml.org,2002:map", data.items(), flow_style=True),
+)
 
 
 def read(path: Path, parsed_copy: Path | None = None) -> tuple[dict, str | None]:
@@ -100,16 +104,30 @@ def parse(text: str, name: str = "reprobuild.lock") -> tuple[dict, str | None]:
         return {}, f"{name} is not valid YAML; treating every stage as new"
     if data is None:
         return {}, None
-    if not isinstance(data, dict) or data.get("schema") != SCHEMA or not isinstance(data.get("stages"), dict):
+    if (
+        not isinstance(data, dict)
+        or data.get("schema") != SCHEMA
+        or not isinstance(data.get("stages"), dict)
+    ):
         return {}, f"{name} has an unknown format or schema; treating every stage as new"
-    stages = {k: v for k, v in data["stages"].items() if isinstance(v, dict) and isinstance(v.get("key"), str)}
+    stages = {
+        k: v
+        for k, v in data["stages"].items()
+        if isinstance(v, dict) and isinstance(v.get("key"), str)
+    }
     return stages, None
 
 
 def dumps(stages: dict) -> str:
     body = {"schema": SCHEMA, "stages": {name: _ordered(stages[name]) for name in sorted(stages)}}
-    return yaml.dump(body, Dumper=_LockDumper, sort_keys=False, default_flow_style=False,
-                     allow_unicode=True, width=100)
+    return yaml.dump(
+        body,
+        Dumper=_LockDumper,
+        sort_keys=False,
+        default_flow_style=False,
+        allow_unicode=True,
+        width=100,
+    )
 
 
 def _ordered(entry: dict) -> dict:
@@ -123,7 +141,10 @@ def _ordered(entry: dict) -> dict:
         elif field == "params":
             value = {k: value[k] for k in sorted(value)}
         elif field == "env":
-            value = {k: (_Flow(sorted(v.items())) if isinstance(v, dict) else v) for k, v in value.items()}
+            value = {
+                k: (_Flow(sorted(v.items())) if isinstance(v, dict) else v)
+                for k, v in value.items()
+            }
         out[field] = value
     return out
 
@@ -152,8 +173,13 @@ class LockWriter:
     restores it.
     """
 
-    def __init__(self, path: Path, stages: dict, known: set[str] | None = None,
-                 parsed_copy: Path | None = None):
+    def __init__(
+        self,
+        path: Path,
+        stages: dict,
+        known: set[str] | None = None,
+        parsed_copy: Path | None = None,
+    ):
         self.path = path
         self.parsed_copy = parsed_copy
         self.stages = dict(stages)

@@ -13,14 +13,27 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from . import codescan, params as params_mod, templating, yamlio
+from . import codescan, templating, yamlio
+from . import params as params_mod
 from .errors import PipelineError
 from .templating import Context, TemplateError
 from .workspace import Workspace
 
 TOP_FIELDS = {"params", "env", "vars", "stages", "cache", "remote", "executor", "link"}
-STAGE_FIELDS = {"desc", "cmd", "code", "deps", "params", "outs", "metrics", "env",
-                "always_run", "frozen", "wdir", "resources"}
+STAGE_FIELDS = {
+    "desc",
+    "cmd",
+    "code",
+    "deps",
+    "params",
+    "outs",
+    "metrics",
+    "env",
+    "always_run",
+    "frozen",
+    "wdir",
+    "resources",
+}
 EXPAND_FIELDS = {"foreach", "matrix", "do"}
 ENV_FIELDS = {"python", "platform", "packages", "vars", "files"}
 OUT_FLAGS = {"cache", "persist"}
@@ -30,7 +43,7 @@ _STAGE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@+=-]*$")
 
 @dataclass(frozen=True)
 class Out:
-    path: str             # relative to the pipeline folder, posix, no trailing slash
+    path: str  # relative to the pipeline folder, posix, no trailing slash
     cache: bool = True
     persist: bool = False
     metric: bool = False
@@ -39,9 +52,9 @@ class Out:
 
 @dataclass(frozen=True)
 class Dep:
-    path: str             # relative to the pipeline folder, posix
+    path: str  # relative to the pipeline folder, posix
     line: int = 0
-    auto: bool = False    # found from the command, not listed
+    auto: bool = False  # found from the command, not listed
 
 
 @dataclass(frozen=True)
@@ -50,18 +63,18 @@ class EnvSpec:
     platform: bool = True
     packages: tuple[str, ...] = ()
     vars: tuple[str, ...] = ()
-    files: tuple[str, ...] = ()   # relative to the pipeline folder
+    files: tuple[str, ...] = ()  # relative to the pipeline folder
 
 
 @dataclass(frozen=True)
 class Stage:
     name: str
-    cmd: tuple[str, ...]          # expanded; each runs through `sh -c` in wdir
-    wdir: str                     # relative to the pipeline folder
+    cmd: tuple[str, ...]  # expanded; each runs through `sh -c` in wdir
+    wdir: str  # relative to the pipeline folder
     code: tuple[Dep, ...]
     deps: tuple[Dep, ...]
-    outs: tuple[Out, ...]         # metrics included (metric=True)
-    params: dict                  # {recorded key: value}, sorted
+    outs: tuple[Out, ...]  # metrics included (metric=True)
+    params: dict  # {recorded key: value}, sorted
     env: EnvSpec
     always_run: bool = False
     frozen: bool = False
@@ -76,13 +89,13 @@ class Stage:
 
 @dataclass(frozen=True)
 class Pipeline:
-    file: str                     # as shown to the user
-    stages: dict[str, Stage]      # in file order
+    file: str  # as shown to the user
+    stages: dict[str, Stage]  # in file order
     cache: str | None = None
     remote: str | None = None
     link: str = "copy"
     executor: dict = field(default_factory=dict)
-    params_files: tuple[str, ...] = ()   # every params file read, relative to the pipeline folder
+    params_files: tuple[str, ...] = ()  # every params file read, relative to the pipeline folder
 
 
 def load(ws: Workspace) -> Pipeline:
@@ -105,14 +118,22 @@ class Loader:
 
     def error(self, msg, container=None, key=None, stage=None, line=None):
         if line is None and container is not None:
-            line = yamlio.line_of(container, key) if key is not None else getattr(container, "line", None)
+            line = (
+                yamlio.line_of(container, key)
+                if key is not None
+                else getattr(container, "line", None)
+            )
         return PipelineError(msg, file=self.file, line=line, stage=stage)
 
     def check_fields(self, mapping, allowed, what, stage=None):
         for key in mapping:
             if key not in allowed:
-                raise self.error(f"unknown field '{key}' in {what} (allowed: {', '.join(sorted(allowed))})",
-                                 mapping, key, stage)
+                raise self.error(
+                    f"unknown field '{key}' in {what} (allowed: {', '.join(sorted(allowed))})",
+                    mapping,
+                    key,
+                    stage,
+                )
 
     # -- top level ----------------------------------------------------------
 
@@ -154,13 +175,24 @@ class Loader:
         for key in ("cache", "remote"):
             if key in data and not isinstance(data[key], str):
                 raise self.error(f"`{key}` must be a string", data, key)
-        return Pipeline(self.file, stages, data.get("cache"), data.get("remote"), link, dict(executor),
-                        tuple(self.params_files_data))
+        return Pipeline(
+            self.file,
+            stages,
+            data.get("cache"),
+            data.get("remote"),
+            link,
+            dict(executor),
+            tuple(self.params_files_data),
+        )
 
     def params_files(self, data) -> list[str]:
         value = data.get("params")
         if value is None:
-            return [params_mod.DEFAULT_PARAMS] if (self.ws.dir / params_mod.DEFAULT_PARAMS).is_file() else []
+            return (
+                [params_mod.DEFAULT_PARAMS]
+                if (self.ws.dir / params_mod.DEFAULT_PARAMS).is_file()
+                else []
+            )
         files = [value] if isinstance(value, str) else value
         if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
             raise self.error("`params` must be a file name or a list of them", data, "params")
@@ -173,7 +205,9 @@ class Loader:
     def expand(self, name: str, body, parent) -> list[Stage]:
         line = yamlio.line_of(parent, name)
         if not _STAGE_NAME.match(name) or "@" in name:
-            raise self.error("a stage name may hold letters, digits and _ . - only", line=line, stage=name)
+            raise self.error(
+                "a stage name may hold letters, digits and _ . - only", line=line, stage=name
+            )
         if not isinstance(body, dict):
             raise self.error("a stage must be a mapping", line=line, stage=name)
         if "foreach" not in body and "matrix" not in body:
@@ -189,7 +223,9 @@ class Loader:
         if "foreach" in body:
             seq = self.render_value(body["foreach"], self.ctx, body, "foreach", name)
             if isinstance(seq, (dict, list)) and not seq:
-                raise self.error("`foreach` is empty: it would make no stages", body, "foreach", name)
+                raise self.error(
+                    "`foreach` is empty: it would make no stages", body, "foreach", name
+                )
             if isinstance(seq, dict):
                 items = [(str(k), {"key": k, "item": v}) for k, v in seq.items()]
             elif isinstance(seq, list):
@@ -199,11 +235,15 @@ class Loader:
                 raise self.error("`foreach` takes a list or a mapping", body, "foreach", name)
         else:
             matrix = self.render_value(body["matrix"], self.ctx, body, "matrix", name)
-            if not isinstance(matrix, dict) or not all(isinstance(v, list) and v for v in matrix.values()):
-                raise self.error("`matrix` takes a mapping of non-empty lists", body, "matrix", name)
+            if not isinstance(matrix, dict) or not all(
+                isinstance(v, list) and v for v in matrix.values()
+            ):
+                raise self.error(
+                    "`matrix` takes a mapping of non-empty lists", body, "matrix", name
+                )
             keys = list(matrix)
             for combo in itertools.product(*(matrix[k] for k in keys)):
-                local = dict(zip(keys, combo))
+                local = dict(zip(keys, combo, strict=False))
                 label = "-".join(_label(v, i) for i, v in enumerate(combo))
                 items.append((label, {**local, "item": local}))
         stages = []
@@ -211,7 +251,9 @@ class Loader:
             full = f"{name}@{label}"
             if not _STAGE_NAME.match(full):
                 raise self.error(f"expanded stage name '{full}' is not valid", body, None, name)
-            stages.append(self.stage(full, body["do"], self.ctx.child(local), yamlio.line_of(body, "do")))
+            stages.append(
+                self.stage(full, body["do"], self.ctx.child(local), yamlio.line_of(body, "do"))
+            )
         return stages
 
     def render_value(self, value, ctx, container, key, stage):
@@ -230,7 +272,11 @@ class Loader:
         if raw_cmd is None:
             raise self.error("`cmd` is required", line=line, stage=name)
         cmd_list = [raw_cmd] if isinstance(raw_cmd, str) else raw_cmd
-        if not isinstance(cmd_list, list) or not cmd_list or not all(isinstance(c, str) for c in cmd_list):
+        if (
+            not isinstance(cmd_list, list)
+            or not cmd_list
+            or not all(isinstance(c, str) for c in cmd_list)
+        ):
             raise self.error("`cmd` must be a string or a list of strings", body, "cmd", name)
         try:
             cmds = tuple(templating.render_cmd(c, ctx) for c in cmd_list)
@@ -247,10 +293,17 @@ class Loader:
 
         deps = tuple(Dep(p, ln) for p, ln, _ in self.path_list(body, "deps", ctx, name, wdir_rel))
         code = [Dep(p, ln) for p, ln, _ in self.path_list(body, "code", ctx, name, wdir_rel)]
-        outs = [Out(p, line=ln, **flags) for p, ln, flags in self.path_list(body, "outs", ctx, name, wdir_rel, True)]
-        outs += [Out(p, line=ln, metric=True, **flags)
-                 for p, ln, flags in self.path_list(body, "metrics", ctx, name, wdir_rel, True)]
-        code += self.scanned_code(cmds, wdir_rel, {c.path for c in code}, yamlio.line_of(body, "cmd"))
+        outs = [
+            Out(p, line=ln, **flags)
+            for p, ln, flags in self.path_list(body, "outs", ctx, name, wdir_rel, True)
+        ]
+        outs += [
+            Out(p, line=ln, metric=True, **flags)
+            for p, ln, flags in self.path_list(body, "metrics", ctx, name, wdir_rel, True)
+        ]
+        code += self.scanned_code(
+            cmds, wdir_rel, {c.path for c in code}, yamlio.line_of(body, "cmd")
+        )
 
         param_values = self.stage_params(body, ctx, name)
         env = self.env_spec(body.get("env"), body, "env", self.env, name)
@@ -263,9 +316,20 @@ class Loader:
         desc = body.get("desc", "")
         if not isinstance(desc, str):
             raise self.error("`desc` must be a string", body, "desc", name)
-        return Stage(name=name, cmd=cmds, wdir=wdir_rel, code=tuple(code), deps=deps,
-                     outs=tuple(outs), params=param_values, env=env, desc=desc,
-                     cpus=self.cpus(body, name), line=line, **flags)
+        return Stage(
+            name=name,
+            cmd=cmds,
+            wdir=wdir_rel,
+            code=tuple(code),
+            deps=deps,
+            outs=tuple(outs),
+            params=param_values,
+            env=env,
+            desc=desc,
+            cpus=self.cpus(body, name),
+            line=line,
+            **flags,
+        )
 
     def cpus(self, body, name) -> int:
         resources = body.get("resources") or {}
@@ -273,7 +337,9 @@ class Loader:
             raise self.error("`resources` takes {cpus: N}", body, "resources", name)
         cpus = resources.get("cpus", 1)
         if not isinstance(cpus, int) or isinstance(cpus, bool) or cpus < 1:
-            raise self.error("`resources.cpus` must be a whole number >= 1", body, "resources", name)
+            raise self.error(
+                "`resources.cpus` must be a whole number >= 1", body, "resources", name
+            )
         return cpus
 
     def path_list(self, body, key, ctx, stage, wdir, allow_flags=False):
@@ -288,12 +354,16 @@ class Loader:
         for i, entry in enumerate(value):
             flags = {}
             if isinstance(entry, dict) and allow_flags and len(entry) == 1:
-                (path, opts), = entry.items()
+                ((path, opts),) = entry.items()
                 opts = opts or {}
-                if not isinstance(opts, dict) or set(opts) - OUT_FLAGS or \
-                        not all(isinstance(v, bool) for v in opts.values()):
-                    raise self.error("options of an out are {cache: bool, persist: bool}",
-                                     value, i, stage)
+                if (
+                    not isinstance(opts, dict)
+                    or set(opts) - OUT_FLAGS
+                    or not all(isinstance(v, bool) for v in opts.values())
+                ):
+                    raise self.error(
+                        "options of an out are {cache: bool, persist: bool}", value, i, stage
+                    )
                 flags = dict(opts)
                 entry = path
             if not isinstance(entry, str) or not entry:
@@ -309,11 +379,21 @@ class Loader:
         from_root = os.path.normpath(os.path.join(self.base_from_root, path))
         here = os.path.normpath(self.base_from_root)
         if from_root == "." or here == from_root or here.startswith(from_root + "/"):
-            raise self.error(f"out '{raw}' would contain the pipeline's own folder", container, key, stage)
+            raise self.error(
+                f"out '{raw}' would contain the pipeline's own folder", container, key, stage
+            )
         parts = path.split("/")
-        protected = {".git", ".reprobuild", "reprobuild.yaml", "reprobuild.lock", *self.params_files_data}
+        protected = {
+            ".git",
+            ".reprobuild",
+            "reprobuild.yaml",
+            "reprobuild.lock",
+            *self.params_files_data,
+        }
         if parts[0] in protected or ".git" in parts:
-            raise self.error(f"out '{raw}' is one of reprobuild's or git's own files", container, key, stage)
+            raise self.error(
+                f"out '{raw}' is one of reprobuild's or git's own files", container, key, stage
+            )
 
     def check_path(self, raw: str, wdir: str, container, key, stage) -> str:
         """Normalise a path to posix, relative to the pipeline folder; refuse escapes."""
@@ -324,10 +404,15 @@ class Loader:
         rel = os.path.normpath(os.path.join(wdir, raw))  # relative to the pipeline folder
         from_root = os.path.normpath(os.path.join(self.base_from_root, rel))
         if from_root == ".." or from_root.startswith("../") or os.path.isabs(from_root):
-            raise self.error(f"path '{raw}' leaves the workspace ({self.root_display()})", container, key, stage)
-        if not self.inside_real_root(os.path.dirname(os.path.join(self.base, rel)), os.path.join(self.base, rel)):
-            raise self.error(f"path '{raw}' leads out of the workspace through a symlink",
-                             container, key, stage)
+            raise self.error(
+                f"path '{raw}' leaves the workspace ({self.root_display()})", container, key, stage
+            )
+        if not self.inside_real_root(
+            os.path.dirname(os.path.join(self.base, rel)), os.path.join(self.base, rel)
+        ):
+            raise self.error(
+                f"path '{raw}' leads out of the workspace through a symlink", container, key, stage
+            )
         return rel.replace(os.sep, "/")
 
     def inside_real_root(self, folder: str, full: str) -> bool:
@@ -382,11 +467,15 @@ class Loader:
             elif isinstance(entry, dict):
                 for fname, keys in entry.items():
                     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-                        raise self.error(f"params of '{fname}' must be a list of keys", value, i, stage)
+                        raise self.error(
+                            f"params of '{fname}' must be a list of keys", value, i, stage
+                        )
                     if fname not in self.params_files_data:
                         self.check_path(fname, ".", value, i, stage)
                         if not (self.ws.dir / fname).is_file():
-                            raise self.error(f"params file '{fname}' does not exist", value, i, stage)
+                            raise self.error(
+                                f"params file '{fname}' does not exist", value, i, stage
+                            )
                         extra = params_mod.load_params(self.ws.dir, [fname], self.file)
                         self.params_files_data.update(extra)
                     wanted.extend((fname, k, line) for k in keys)
@@ -405,7 +494,9 @@ class Loader:
             found = templating.dig(source, key)
             if found is templating._MISSING:
                 where = fname or self.params_first
-                raise self.error(f"unknown param '{key}' (not in {where})", line=line or None, stage=stage)
+                raise self.error(
+                    f"unknown param '{key}' (not in {where})", line=line or None, stage=stage
+                )
             values.update(params_mod.flatten(prefix + key, found))
         return dict(sorted(values.items()))
 

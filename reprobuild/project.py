@@ -7,7 +7,9 @@ from pathlib import Path
 
 import networkx as nx
 
-from . import graph as graph_mod, lockfile, pipeline as pipeline_mod
+from . import graph as graph_mod
+from . import lockfile
+from . import pipeline as pipeline_mod
 from .cache import Cache
 from .decision import Prober
 from .graph import OutIndex
@@ -26,14 +28,17 @@ class Project:
     outs: OutIndex
 
     @classmethod
-    def open(cls, file_opt: str | None = None, cache_opt: str | None = None,
-             cwd: Path | None = None) -> "Project":
+    def open(
+        cls, file_opt: str | None = None, cache_opt: str | None = None, cwd: Path | None = None
+    ) -> Project:
         ws = open_workspace(file_opt, cwd)
         pipe = pipeline_mod.load(ws)
         g = graph_mod.build(pipe, str(ws.dir))
         cache = Cache(cache_dir(ws, pipe.cache, cache_opt), link=pipe.link)
         hasher = Hasher(StatCache(cache.stat_cache_path()))
-        return cls(ws, pipe, g, cache, hasher, Prober(str(ws.dir), hasher), OutIndex.build(pipe.stages))
+        return cls(
+            ws, pipe, g, cache, hasher, Prober(str(ws.dir), hasher), OutIndex.build(pipe.stages)
+        )
 
     def read_lock(self) -> tuple[dict, str | None]:
         return lockfile.read(self.ws.lock_file, self.parsed_lock)
@@ -43,8 +48,12 @@ class Project:
         return self.ws.state_dir / "lock.json"
 
     def lock_writer(self, entries: dict) -> lockfile.LockWriter:
-        return lockfile.LockWriter(self.ws.lock_file, entries, known=set(self.pipeline.stages),
-                                   parsed_copy=self.parsed_lock)
+        return lockfile.LockWriter(
+            self.ws.lock_file,
+            entries,
+            known=set(self.pipeline.stages),
+            parsed_copy=self.parsed_lock,
+        )
 
     def select(self, targets) -> list[str]:
         return graph_mod.select(self.graph, self.pipeline, list(targets), str(self.ws.dir))

@@ -54,11 +54,12 @@ from pathlib import Path
 from . import hashing
 from .cache import RUN_SCHEMA, CorruptObject, MissingObject, _check_relative
 from .errors import CacheError, ReprobuildError, UsageError
-from .fsutil import atomic_write, fsync_dir, unlink_quiet as _unlink_quiet
+from .fsutil import atomic_write, fsync_dir
+from .fsutil import unlink_quiet as _unlink_quiet
 from .hashing import Meta
 
-JOBS = 16   # transfers at once: latency-bound on object stores, so more than the CPUs
-FEW = 16    # up to this many names are checked one by one; more are listed
+JOBS = 16  # transfers at once: latency-bound on object stores, so more than the CPUs
+FEW = 16  # up to this many names are checked one by one; more are listed
 LIST_PAGE = 1000  # keys per listing request on S3 (and GCS, Azure: about as many)
 HEX = re.compile(r"[0-9a-f]{32}\Z")
 ATOMIC_PUT = {"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az", "adl", "oss"}
@@ -69,6 +70,7 @@ log = logging.getLogger(__name__)
 
 
 # -- where the remote is ------------------------------------------------------
+
 
 def redact(text: str) -> str:
     """`scheme://user:password@host/...` -> `scheme://host/...`, anywhere in text."""
@@ -92,12 +94,16 @@ def _absolute(url: str, base: Path) -> str:
     return os.path.normpath(os.path.join(base, os.path.expanduser(url)))
 
 
-def open_remote(project, url: str | None = None, *, jobs: int = JOBS, create: bool = False) -> "Remote":
+def open_remote(
+    project, url: str | None = None, *, jobs: int = JOBS, create: bool = False
+) -> Remote:
     """The project's remote; a UsageError when none is configured or it cannot be opened."""
     raw = resolve_url(project, url)
     if raw is None:
-        raise UsageError("no remote configured",
-                         hint="give --remote URL, set REPROBUILD_REMOTE, or add `remote:` to reprobuild.yaml")
+        raise UsageError(
+            "no remote configured",
+            hint="give --remote URL, set REPROBUILD_REMOTE, or add `remote:` to reprobuild.yaml",
+        )
     fs, root = _filesystem(raw)
     remote = Remote(fs, root, redact(raw), project.cache, jobs)
     remote.check(create)
@@ -138,16 +144,21 @@ def _one_line(exc: BaseException, url: str = "") -> str:
 
 # -- what crosses the wire ------------------------------------------------------
 
+
 @dataclass
 class TransferResult:
-    objects: int = 0                  # objects moved
-    bytes: int = 0                    # their bytes
-    present: int = 0                  # objects the destination already had
-    runs: int = 0                     # run records moved
+    objects: int = 0  # objects moved
+    bytes: int = 0  # their bytes
+    present: int = 0  # objects the destination already had
+    runs: int = 0  # run records moved
     runs_present: int = 0
-    missing: list[str] = field(default_factory=list)   # what the source lacks (stage: path, or object)
-    refused: list[str] = field(default_factory=list)   # remote objects whose bytes are not their name
-    corrupt: list[str] = field(default_factory=list)   # local objects found corrupt (quarantined)
+    missing: list[str] = field(
+        default_factory=list
+    )  # what the source lacks (stage: path, or object)
+    refused: list[str] = field(
+        default_factory=list
+    )  # remote objects whose bytes are not their name
+    corrupt: list[str] = field(default_factory=list)  # local objects found corrupt (quarantined)
 
 
 class Progress:
@@ -162,7 +173,11 @@ def parse_run(data: bytes, key: str) -> tuple[str, dict[str, Meta]] | None:
     """(stage, outs) of a run record's bytes, or None when it is not one we can trust."""
     try:
         doc = json.loads(data)
-        if doc.get("schema") != RUN_SCHEMA or doc.get("key") != key or not isinstance(doc.get("stage"), str):
+        if (
+            doc.get("schema") != RUN_SCHEMA
+            or doc.get("key") != key
+            or not isinstance(doc.get("stage"), str)
+        ):
             return None
         outs = {}
         for path, d in doc["outs"].items():
@@ -177,8 +192,11 @@ def parse_run(data: bytes, key: str) -> tuple[str, dict[str, Meta]] | None:
 
 
 def _valid_meta(meta: Meta) -> bool:
-    return bool(HEX.match(meta.hash)) and meta.size >= 0 and (
-        meta.nfiles is None or (isinstance(meta.nfiles, int) and meta.nfiles >= 0))
+    return (
+        bool(HEX.match(meta.hash))
+        and meta.size >= 0
+        and (meta.nfiles is None or (isinstance(meta.nfiles, int) and meta.nfiles >= 0))
+    )
 
 
 def parse_manifest(data: bytes) -> list[dict]:
@@ -195,11 +213,12 @@ def parse_manifest(data: bytes) -> list[dict]:
 
 # -- the remote -----------------------------------------------------------------
 
+
 class Remote:
     def __init__(self, fs, root: str, url: str, cache, jobs: int = JOBS):
         self.fs = fs
         self.root = root
-        self.url = url              # as shown: no credentials
+        self.url = url  # as shown: no credentials
         self.cache = cache
         self.jobs = max(1, jobs)
         protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
@@ -307,8 +326,9 @@ class Remote:
                 result.missing.append(name)
             elif status == "refused":
                 result.refused.append(name)
-                self.on_warning(f"remote object {name} does not match its hash (corrupt or truncated); "
-                                "refused")
+                self.on_warning(
+                    f"remote object {name} does not match its hash (corrupt or truncated); refused"
+                )
             else:
                 result.objects += 1
                 result.bytes += status
@@ -361,7 +381,9 @@ class Remote:
 
     # -- upload ---------------------------------------------------------------------
 
-    def push(self, metas: list[Meta], keys: list[str], progress: Progress | None = None) -> TransferResult:
+    def push(
+        self, metas: list[Meta], keys: list[str], progress: Progress | None = None
+    ) -> TransferResult:
         """Upload these files' and folders' objects and these run records, in the safe order."""
         progress = progress or Progress()
         result = TransferResult()
@@ -371,18 +393,31 @@ class Remote:
             files, dirs, missing = self._local_objects(metas)
             result.missing = sorted(missing)
             have = self._remote_has(files, dirs, records)
-            result.present = sum(1 for d in files if d in have["files"]) + \
-                sum(1 for d in dirs if d in have["dirs"])
+            result.present = sum(1 for d in files if d in have["files"]) + sum(
+                1 for d in dirs if d in have["dirs"]
+            )
             result.runs_present = len(have["runs"])
-            on_remote = self._upload_files([d for d in files if d not in have["files"]], files, result,
-                                           progress) | have["files"]
+            on_remote = (
+                self._upload_files(
+                    [d for d in files if d not in have["files"]], files, result, progress
+                )
+                | have["files"]
+            )
             for digest, inner in list(dirs.items()):
                 if not set(inner) <= on_remote:
                     del dirs[digest]  # a manifest goes up only after all its files
-            on_remote_dirs = self._upload_bytes([d for d in dirs if d not in have["dirs"]], True,
-                                                result, progress) | (have["dirs"] & set(dirs))
-            ready = [k for k, (_, outs) in records.items() if k not in have["runs"] and all(
-                (m.hash in on_remote_dirs) if m.is_dir else (m.hash in on_remote) for m in outs.values())]
+            on_remote_dirs = self._upload_bytes(
+                [d for d in dirs if d not in have["dirs"]], True, result, progress
+            ) | (have["dirs"] & set(dirs))
+            ready = [
+                k
+                for k, (_, outs) in records.items()
+                if k not in have["runs"]
+                and all(
+                    (m.hash in on_remote_dirs) if m.is_dir else (m.hash in on_remote)
+                    for m in outs.values()
+                )
+            ]
             result.runs = len(self._upload_bytes(ready, None, result, progress))
         return result
 
@@ -452,8 +487,13 @@ class Remote:
         listed: dict[str, set[str]] = {}
         for tree, folders in trees.items():
             listed.update(self._list_tree(tree, list(folders)))
-        return {p for folders in trees.values() for folder, ps in folders.items() for p in ps
-                if p.rsplit("/", 1)[1] in listed[folder]}
+        return {
+            p
+            for folders in trees.values()
+            for folder, ps in folders.items()
+            for p in ps
+            if p.rsplit("/", 1)[1] in listed[folder]
+        }
 
     def _list_tree(self, tree: str, folders: list[str]) -> dict[str, set[str]]:
         """{folder: names in it} for these folders of one tree."""
@@ -500,14 +540,17 @@ class Remote:
             self.cache.quarantine(local)
             return None
         counter = _callback(progress)
-        self._publish(self.object_path(digest),
-                      lambda dest: self.fs.put_file(str(local), dest, callback=counter))
+        self._publish(
+            self.object_path(digest),
+            lambda dest: self.fs.put_file(str(local), dest, callback=counter),
+        )
         progress.advance(max(0, size - counter.value))
         progress.file_done()
         return size
 
     def _upload_bytes(self, names, is_dir, result, progress) -> set[str]:
         """Upload manifests (is_dir True) or run records (is_dir None) by name; the names sent."""
+
         def paths(name):
             if is_dir:
                 return self.cache.object_path(name, True), self.object_path(name, True)
@@ -561,7 +604,9 @@ class Remote:
         items = list(items)
         if len(items) <= 1 or self.jobs == 1:
             return {it: fn(it) for it in items}
-        pool = ThreadPoolExecutor(max_workers=min(self.jobs, len(items)), thread_name_prefix="remote")
+        pool = ThreadPoolExecutor(
+            max_workers=min(self.jobs, len(items)), thread_name_prefix="remote"
+        )
         try:
             futures = {pool.submit(fn, it): it for it in items}
             return {futures[f]: f.result() for f in as_completed(futures)}
@@ -609,7 +654,10 @@ def _counter_class():
 
 # -- push and pull of what a lockfile names ---------------------------------------------
 
-def lock_outs(project, names: list[str] | None) -> tuple[list[tuple[str, str, Meta]], list[str], dict]:
+
+def lock_outs(
+    project, names: list[str] | None
+) -> tuple[list[tuple[str, str, Meta]], list[str], dict]:
     """(stage, path, meta) of every cached out the lockfile records for these stages,
     the keys of their run records, and the lockfile's entries."""
     entries, problem = project.read_lock()
@@ -630,12 +678,19 @@ def lock_outs(project, names: list[str] | None) -> tuple[list[tuple[str, str, Me
     return outs, keys, entries
 
 
-def push(project, remote: Remote, names: list[str] | None = None, everything: bool = False,
-         progress: Progress | None = None) -> TransferResult:
+def push(
+    project,
+    remote: Remote,
+    names: list[str] | None = None,
+    everything: bool = False,
+    progress: Progress | None = None,
+) -> TransferResult:
     """Upload what the lockfile names for `names` (all stages when None), or the whole cache."""
     with project.cache.using():
         if everything:
-            metas = [Meta(d, 0, 0 if is_dir else None) for _, d, is_dir in project.cache.iter_objects()]
+            metas = [
+                Meta(d, 0, 0 if is_dir else None) for _, d, is_dir in project.cache.iter_objects()
+            ]
             keys = [k for _, k in project.cache.iter_runs()]
             result = remote.push(metas, keys, progress)
             return result
@@ -645,8 +700,9 @@ def push(project, remote: Remote, names: list[str] | None = None, everything: bo
         return result
 
 
-def pull(project, remote: Remote, names: list[str] | None = None,
-         progress: Progress | None = None) -> tuple[TransferResult, dict]:
+def pull(
+    project, remote: Remote, names: list[str] | None = None, progress: Progress | None = None
+) -> tuple[TransferResult, dict]:
     """Download what the lockfile names for `names` into the local cache; (result, lock entries)."""
     project.cache.ensure()
     with project.cache.using():

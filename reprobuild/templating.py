@@ -38,7 +38,7 @@ class Context:
     # Dotted param names used while rendering: they become params of the stage.
     used_params: set = field(default_factory=set)
 
-    def child(self, local: dict) -> "Context":
+    def child(self, local: dict) -> Context:
         return Context({**self.local, **local}, self.params, self.vars, self.used_params)
 
     def lookup(self, name: str):
@@ -88,7 +88,7 @@ def render_cmd(text: str, ctx: Context) -> str:
             i = match.end()
             continue
         if ch == "\\" and state != "'" and i + 1 < len(text):
-            out.append(text[i:i + 2])  # an escaped character keeps the quoting state
+            out.append(text[i : i + 2])  # an escaped character keeps the quoting state
             i += 2
             continue
         if ch in "'\"" and state in (None, ch):
@@ -105,10 +105,13 @@ def _substitute_in(match: re.Match, ctx: Context, state: str | None) -> str:
     value = ctx.lookup(name)
     if isinstance(value, dict):
         if state is not None:
-            raise TemplateError(f"'${{{name}}}' is a mapping: it expands to --KEY VALUE flags, "
-                                "so it cannot stand inside quotes")
-        return " ".join(f"--{_flag(k, name)} {shlex.quote(to_text(v, name))}"
-                        for k, v in _flat_items(value))
+            raise TemplateError(
+                f"'${{{name}}}' is a mapping: it expands to --KEY VALUE flags, "
+                "so it cannot stand inside quotes"
+            )
+        return " ".join(
+            f"--{_flag(k, name)} {shlex.quote(to_text(v, name))}" for k, v in _flat_items(value)
+        )
     text = to_text(value, name)
     if state == '"':
         return re.sub(r'([\\$`"])', r"\\\1", text)
@@ -176,5 +179,11 @@ def to_text(value, name: str) -> str:
         return ""
     if isinstance(value, (int, float, str)):
         return str(value)
-    kind = "list" if isinstance(value, list) else "mapping" if isinstance(value, dict) else type(value).__name__
+    kind = (
+        "list"
+        if isinstance(value, list)
+        else "mapping"
+        if isinstance(value, dict)
+        else type(value).__name__
+    )
     raise TemplateError(f"'${{{name}}}' is a {kind}, not a single value")

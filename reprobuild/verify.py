@@ -38,7 +38,7 @@ class OutDiff:
 @dataclass
 class StageVerdict:
     stage: str
-    status: str                      # reproducible | differs | failed | unverifiable
+    status: str  # reproducible | differs | failed | unverifiable
     message: str = ""
     diffs: list[OutDiff] = field(default_factory=list)
 
@@ -65,10 +65,15 @@ def _verify_stage(project: Project, name: str, entry: dict, scratch: str) -> Sta
     stage = project.pipeline.stages[name]
     # code and deps are taken as locked (below); a changed command, param or
     # environment would make the re-run another run than the locked one
-    stale = [r for r in dmod.input_reasons(stage, entry, project.prober.state(stage), [])
-             if not r.startswith(("dep changed", "code changed"))]
+    stale = [
+        r
+        for r in dmod.input_reasons(stage, entry, project.prober.state(stage), [])
+        if not r.startswith(("dep changed", "code changed"))
+    ]
     if stale:
-        return StageVerdict(name, "unverifiable", "stale (" + ", ".join(stale) + "); build first, then verify")
+        return StageVerdict(
+            name, "unverifiable", "stale (" + ", ".join(stale) + "); build first, then verify"
+        )
     base = os.path.join(scratch, os.path.relpath(project.ws.dir, project.ws.root))
     os.makedirs(base, exist_ok=True)
     inputs = {**(entry.get("code") or {}), **(entry.get("deps") or {})}
@@ -88,12 +93,22 @@ def _verify_stage(project: Project, name: str, entry: dict, scratch: str) -> Sta
     cwd = os.path.normpath(os.path.join(base, stage.wdir))
     os.makedirs(cwd, exist_ok=True)
     for cmd in stage.cmd:
-        proc = subprocess.run(["sh", "-c", cmd], cwd=cwd, stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, errors="replace")
+        proc = subprocess.run(
+            ["sh", "-c", cmd],
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            errors="replace",
+        )
         if proc.returncode != 0:
             tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
-            return StageVerdict(name, "failed", f"command exited with {proc.returncode}: {cmd}"
-                                + ("\n" + "\n".join(tail) if tail else ""))
+            return StageVerdict(
+                name,
+                "failed",
+                f"command exited with {proc.returncode}: {cmd}"
+                + ("\n" + "\n".join(tail) if tail else ""),
+            )
     hasher = Hasher(StatCache(None))
     diffs = []
     for path, d in sorted((entry.get("outs") or {}).items()):
@@ -107,10 +122,14 @@ def _verify_stage(project: Project, name: str, entry: dict, scratch: str) -> Sta
 
 
 def _inside(path: str, folder: str) -> bool:
-    return os.path.commonpath([os.path.abspath(path), os.path.abspath(folder)]) == os.path.abspath(folder)
+    return os.path.commonpath([os.path.abspath(path), os.path.abspath(folder)]) == os.path.abspath(
+        folder
+    )
 
 
-def _materialise(project: Project, rel: str, meta: Meta | None, base: str, scratch: str) -> str | None:
+def _materialise(
+    project: Project, rel: str, meta: Meta | None, base: str, scratch: str
+) -> str | None:
     """Put the locked version of an input into the scratch folder; a reason when impossible."""
     dst = os.path.normpath(os.path.join(base, rel))
     if meta is None or not _inside(dst, scratch):
@@ -128,8 +147,10 @@ def _materialise(project: Project, rel: str, meta: Meta | None, base: str, scrat
         project.cache.restore(meta, dst)
         return None
     except (MissingObject, CorruptObject):
-        return (f"input '{rel}' changed since the lock and the cache lacks the locked version; "
-                "build first, then verify")
+        return (
+            f"input '{rel}' changed since the lock and the cache lacks the locked version; "
+            "build first, then verify"
+        )
 
 
 def _describe(project, path, locked, got, base, hasher) -> OutDiff:
@@ -142,8 +163,9 @@ def _describe(project, path, locked, got, base, hasher) -> OutDiff:
     if locked.is_dir or got.is_dir:
         diff.detail += _folder_detail(project, locked, os.path.join(base, path), hasher)
         return diff
-    diff.detail += _file_detail(project.cache.object_path(locked.hash), os.path.join(base, path),
-                                locked.size, got.size)
+    diff.detail += _file_detail(
+        project.cache.object_path(locked.hash), os.path.join(base, path), locked.size, got.size
+    )
     return diff
 
 
@@ -162,8 +184,15 @@ def _folder_detail(project, locked: Meta, folder: str, hasher) -> list[str]:
             lines.append(f"{rel}: missing in the re-run")
         elif a["hash"] != b["hash"]:
             lines.append(f"{rel}:")
-            lines += ["  " + line for line in _file_detail(project.cache.object_path(a["hash"]),
-                                                            os.path.join(folder, rel), a["size"], b["size"])]
+            lines += [
+                "  " + line
+                for line in _file_detail(
+                    project.cache.object_path(a["hash"]),
+                    os.path.join(folder, rel),
+                    a["size"],
+                    b["size"],
+                )
+            ]
     return lines
 
 
@@ -178,8 +207,16 @@ def _file_detail(locked_obj, new_path: str, locked_size: int, new_size: int) -> 
         b.seek(0)
         old, new = a.read(1 << 20), b.read(1 << 20)
     if _is_text(old) and _is_text(new):
-        diff = list(difflib.unified_diff(old.decode().splitlines(), new.decode().splitlines(),
-                                         "locked", "re-run", n=1, lineterm=""))
+        diff = list(
+            difflib.unified_diff(
+                old.decode().splitlines(),
+                new.decode().splitlines(),
+                "locked",
+                "re-run",
+                n=1,
+                lineterm="",
+            )
+        )
         lines += diff[:DIFF_LINES] + (["..."] if len(diff) > DIFF_LINES else [])
     return lines
 

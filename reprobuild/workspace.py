@@ -26,7 +26,7 @@ STATE_DIR = ".reprobuild"
 @dataclass(frozen=True)
 class Workspace:
     pipeline_file: Path  # absolute
-    root: Path           # absolute, the workspace root
+    root: Path  # absolute, the workspace root
 
     @property
     def dir(self) -> Path:
@@ -62,8 +62,10 @@ def find_pipeline(file_opt: str | None, cwd: Path | None = None) -> Path:
         candidate = folder / PIPELINE_FILE
         if candidate.is_file():
             return candidate
-    raise UsageError(f"no {PIPELINE_FILE} in {cwd} or any folder above it",
-                     hint="run `reprobuild init`, or name one with -f PATH")
+    raise UsageError(
+        f"no {PIPELINE_FILE} in {cwd} or any folder above it",
+        hint="run `reprobuild init`, or name one with -f PATH",
+    )
 
 
 def find_root(pipeline_dir: Path) -> Path:

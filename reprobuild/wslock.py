@@ -34,8 +34,10 @@ def workspace_lock(state_dir: Path, wait: bool = True, on_wait=None):
         except BlockingIOError:
             holder = _holder(fd)
             if not wait:
-                raise WorkspaceBusy(f"another reprobuild (pid {holder}) is building this workspace "
-                                    f"({path}); try again when it is done") from None
+                raise WorkspaceBusy(
+                    f"another reprobuild (pid {holder}) is building this workspace "
+                    f"({path}); try again when it is done"
+                ) from None
             if on_wait:
                 on_wait(holder)
             fcntl.flock(fd, fcntl.LOCK_EX)

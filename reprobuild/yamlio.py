@@ -64,8 +64,12 @@ def load(text: str, filename: str):
         lines = text.splitlines()
         if mark and mark.line < len(lines) and "${" in lines[mark.line]:
             hint = "inside [ ] or { }, quote values that hold ${...}: ['data/${name}.csv']"
-        raise PipelineError(f"invalid YAML: {problem}", file=filename,
-                            line=mark.line + 1 if mark else None, hint=hint) from None
+        raise PipelineError(
+            f"invalid YAML: {problem}",
+            file=filename,
+            line=mark.line + 1 if mark else None,
+            hint=hint,
+        ) from None
     if node is None:
         return None
     return _Converter(filename).convert(node)
@@ -94,7 +98,9 @@ class _Converter:
         if self.budget < 0:
             raise PipelineError(
                 f"document expands to more than {MAX_NODES:,} values (an alias bomb?)",
-                file=self.filename, line=node.start_mark.line + 1)
+                file=self.filename,
+                line=node.start_mark.line + 1,
+            )
         line = node.start_mark.line + 1
         if isinstance(node, yaml.ScalarNode):
             if node.tag not in _SCALAR_TAGS:
@@ -120,17 +126,24 @@ class _Converter:
                     merged = self.convert(vnode)
                     for part in merged if isinstance(merged, list) else [merged]:
                         if not isinstance(part, dict):
-                            raise PipelineError("`<<` merges mappings only", file=self.filename,
-                                                line=vnode.start_mark.line + 1)
+                            raise PipelineError(
+                                "`<<` merges mappings only",
+                                file=self.filename,
+                                line=vnode.start_mark.line + 1,
+                            )
                         defaults.append(part)
                     continue
                 key = self.convert(knode)
                 if isinstance(key, (dict, list)):
-                    raise PipelineError("a mapping key must be a scalar", file=self.filename,
-                                        line=knode.start_mark.line + 1)
+                    raise PipelineError(
+                        "a mapping key must be a scalar",
+                        file=self.filename,
+                        line=knode.start_mark.line + 1,
+                    )
                 if key in out:
-                    raise PipelineError(f"duplicate key '{key}'", file=self.filename,
-                                        line=knode.start_mark.line + 1)
+                    raise PipelineError(
+                        f"duplicate key '{key}'", file=self.filename, line=knode.start_mark.line + 1
+                    )
                 out[key] = self.convert(vnode)
                 out.lines[key] = knode.start_mark.line + 1
             for part in defaults:
@@ -142,5 +155,8 @@ class _Converter:
         raise self._bad_tag(node)  # pragma: no cover
 
     def _bad_tag(self, node):
-        return PipelineError(f"YAML tag {node.tag!r} is not allowed", file=self.filename,
-                             line=node.start_mark.line + 1)
+        return PipelineError(
+            f"YAML tag {node.tag!r} is not allowed",
+            file=self.filename,
+            line=node.start_mark.line + 1,
+        )

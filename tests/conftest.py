@@ -15,6 +15,9 @@ from reprobuild.cli.main import main
 
 REPO = Path(__file__).resolve().parent.parent
 
+# The S3 server on loopback and the folder/S3 `remote_url` fixtures, for every test.
+pytest_plugins = ["tests.s3server"]
+
 
 def write_tree(root: Path, files: dict[str, str | bytes]) -> None:
     """Write {relative path: content} under root; str content is dedented."""
@@ -28,9 +31,16 @@ def write_tree(root: Path, files: dict[str, str | bytes]) -> None:
 
 
 def git(cwd: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True, env=env).stdout
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
+    return subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True, env=env
+    ).stdout
 
 
 @dataclass
@@ -64,8 +74,13 @@ class Workspace:
 
     def run_process(self, *args: str, **kw) -> subprocess.CompletedProcess:
         """The CLI as a separate process, for locks, signals and start-up."""
-        return subprocess.run([sys.executable, "-m", "reprobuild", *args], cwd=self.root,
-                              capture_output=True, text=True, **kw)
+        return subprocess.run(
+            [sys.executable, "-m", "reprobuild", *args],
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            **kw,
+        )
 
     def read(self, rel: str) -> str:
         return (self.root / rel).read_text()

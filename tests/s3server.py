@@ -18,15 +18,24 @@ import uuid
 
 import pytest
 
-S3_PACKAGES = ("fsspec", "s3fs", "moto", "boto3", "flask", "flask_cors")  # flask*: moto's server mode
+S3_PACKAGES = (
+    "fsspec",
+    "s3fs",
+    "moto",
+    "boto3",
+    "flask",
+    "flask_cors",
+)  # flask*: moto's server mode
 
 
 def missing_s3_packages() -> str | None:
     """Why the S3 tests cannot run here, or None."""
     absent = [name for name in S3_PACKAGES if importlib.util.find_spec(name) is None]
     if absent:
-        return (f"S3 remote tests need {', '.join(absent)} (pip install -e '.[test]', "
-                f"which brings s3fs and moto[server])")
+        return (
+            f"S3 remote tests need {', '.join(absent)} (pip install -e '.[test]', "
+            f"which brings s3fs and moto[server])"
+        )
     return None
 
 
@@ -38,7 +47,9 @@ def s3_endpoint():
         pytest.skip(reason)
     from moto.server import ThreadedMotoServer
 
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise, into captured stderr
+    logging.getLogger("werkzeug").setLevel(
+        logging.ERROR
+    )  # one line per request otherwise, into captured stderr
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -81,6 +92,7 @@ def remote_url(request, tmp_path) -> str:
 
 # -- looking at a remote from outside ------------------------------------------------
 
+
 def remote_fs(url: str):
     """(filesystem, root) of a remote URL, a fresh instance (no cached listings)."""
     import fsspec.core
@@ -97,7 +109,7 @@ def remote_files(url: str, under: str) -> dict[str, str]:
         found = fs.find(base)
     except FileNotFoundError:
         return {}
-    return {p[len(base) + 1:]: p for p in (str(x) for x in found)}
+    return {p[len(base) + 1 :]: p for p in (str(x) for x in found)}
 
 
 def assert_remote_usable(url: str) -> int:
@@ -112,7 +124,9 @@ def assert_remote_usable(url: str) -> int:
             if meta.get("nfiles") is None:
                 assert f"{h[:2]}/{h[2:]}" in objects, f"run record {name} names {out}, absent"
                 continue
-            assert f"{h[:2]}/{h[2:]}.dir" in objects, f"run record {name} names {out}/, manifest absent"
+            assert f"{h[:2]}/{h[2:]}.dir" in objects, (
+                f"run record {name} names {out}/, manifest absent"
+            )
             for e in json.loads(fs.cat_file(f"{root}/objects/{h[:2]}/{h[2:]}.dir")):
                 assert f"{e['hash'][:2]}/{e['hash'][2:]}" in objects, f"{out}/{e['path']} absent"
     return len(records)

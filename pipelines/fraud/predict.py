@@ -18,19 +18,25 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "stages"))
 
 import polars as pl  # noqa: E402
-
 from common import ID, load_pickle, read_json, read_table, transform  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("claims", help="Parquet or CSV of claims, raw columns as in data/raw/claims.parquet")
+    ap.add_argument(
+        "claims", help="Parquet or CSV of claims, raw columns as in data/raw/claims.parquet"
+    )
     ap.add_argument("--model", default=HERE / "models/best.pkl", type=Path)
     ap.add_argument("--transformer", default=HERE / "models/transformer.pkl", type=Path)
-    ap.add_argument("--threshold", type=float,
-                    help="flag claims at or above this probability (default: the one the model was evaluated at)")
+    ap.add_argument(
+        "--threshold",
+        type=float,
+        help="flag claims at or above this probability (default: the one the model was evaluated at)",
+    )
     ap.add_argument("--limit", type=int, help="score only the first N claims")
-    ap.add_argument("--out", type=Path, help="write the scores to this .csv or .parquet instead of printing")
+    ap.add_argument(
+        "--out", type=Path, help="write the scores to this .csv or .parquet instead of printing"
+    )
     args = ap.parse_args()
 
     threshold = args.threshold
@@ -45,7 +51,9 @@ def main() -> None:
     proba = load_pickle(args.model).predict_proba(features.to_numpy())[:, 1]
 
     ids = claims[ID] if ID in claims.columns else pl.Series(ID, range(claims.height))
-    scores = pl.DataFrame({ID: ids, "fraud_probability": proba.round(4), "flagged": proba >= threshold})
+    scores = pl.DataFrame(
+        {ID: ids, "fraud_probability": proba.round(4), "flagged": proba >= threshold}
+    )
     if args.out is None:
         with pl.Config(tbl_rows=-1):
             print(scores)

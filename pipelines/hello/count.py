@@ -1,4 +1,5 @@
 """Count words in every .txt file of a folder."""
+
 import argparse
 import collections
 import json

@@ -1,4 +1,5 @@
 """The top words and totals, as metrics."""
+
 import argparse
 import json
 import pathlib

@@ -1,4 +1,5 @@
 """Splitting text into words: shared by the stages, so a change here reruns them."""
+
 import re
 
 

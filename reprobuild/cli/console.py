@@ -20,8 +20,13 @@ def make_console(stderr: bool = False) -> Console:
 
 
 class ConsoleReporter(Reporter):
-    def __init__(self, console: Console, verbose: bool = False, quiet: bool = False,
-                 prefix_output: bool = False):
+    def __init__(
+        self,
+        console: Console,
+        verbose: bool = False,
+        quiet: bool = False,
+        prefix_output: bool = False,
+    ):
         self.c = console
         self.err = make_console(stderr=True)
         self.verbose = verbose
@@ -37,7 +42,9 @@ class ConsoleReporter(Reporter):
         self.err.print(f"[yellow]warning:[/] {escape(message)}")
 
     def waiting_for_lock(self, holder):
-        self.err.print(f"waiting for another reprobuild (pid {holder}) to finish with this workspace...")
+        self.err.print(
+            f"waiting for another reprobuild (pid {holder}) to finish with this workspace..."
+        )
 
     def stage_planned(self, d):
         style = FATE_STYLE.get(d.fate, "")
@@ -50,10 +57,14 @@ class ConsoleReporter(Reporter):
             self.say(f"[green]{'up to date':>10}[/] {escape(d.stage)}")
 
     def stage_restored(self, d):
-        self.say(f"[cyan]{'restored':>10}[/] [bold]{escape(d.stage)}[/] [dim]({escape(', '.join(d.reasons))})[/]")
+        self.say(
+            f"[cyan]{'restored':>10}[/] [bold]{escape(d.stage)}[/] [dim]({escape(', '.join(d.reasons))})[/]"
+        )
 
     def stage_started(self, d):
-        self.say(f"[yellow]{'running':>10}[/] [bold]{escape(d.stage)}[/] [dim]({escape(', '.join(d.reasons))})[/]")
+        self.say(
+            f"[yellow]{'running':>10}[/] [bold]{escape(d.stage)}[/] [dim]({escape(', '.join(d.reasons))})[/]"
+        )
 
     def stage_output(self, stage, line):
         if self.quiet:
@@ -72,15 +83,24 @@ class ConsoleReporter(Reporter):
             self.tails[stage] = log_tail
 
     def stage_blocked(self, stage, failed_upstream):
-        self.say(f"[red]{'not run':>10}[/] {escape(stage)} [dim](upstream '{escape(failed_upstream)}' failed)[/]")
+        self.say(
+            f"[red]{'not run':>10}[/] {escape(stage)} [dim](upstream '{escape(failed_upstream)}' failed)[/]"
+        )
 
     def build_finished(self, s):
         for stage, tail in self.tails.items():
-            self.err.print(f"[dim]--- last lines of {escape(stage)}'s log "
-                           f"(.reprobuild/logs/{escape(stage)}.log) ---[/]\n{escape(tail)}")
+            self.err.print(
+                f"[dim]--- last lines of {escape(stage)}'s log "
+                f"(.reprobuild/logs/{escape(stage)}.log) ---[/]\n{escape(tail)}"
+            )
         parts = []
-        for label, items in (("ran", s.ran), ("restored", s.restored), ("up to date", s.skipped),
-                             ("failed", s.failed), ("not run", s.blocked)):
+        for label, items in (
+            ("ran", s.ran),
+            ("restored", s.restored),
+            ("up to date", s.skipped),
+            ("failed", s.failed),
+            ("not run", s.blocked),
+        ):
             if items:
                 parts.append(f"{len(items)} {label}")
         if s.interrupted:
@@ -101,8 +121,14 @@ class HashProgress:
     def __call__(self, path: str, size: int):
         from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-        progress = Progress("[dim]hashing[/] {task.description}", BarColumn(), DownloadColumn(),
-                            TransferSpeedColumn(), console=self.console, transient=True)
+        progress = Progress(
+            "[dim]hashing[/] {task.description}",
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=self.console,
+            transient=True,
+        )
         return _Bar(progress, progress.add_task(escape(os.path.relpath(path)), total=size))
 
 
@@ -137,8 +163,9 @@ class LiveReporter(ConsoleReporter):
         self.running: dict[str, float] = {}
         self.total = 0
         self.counts = {"ran": 0, "restored": 0, "up to date": 0, "failed": 0}
-        self.live = Live(console=console, refresh_per_second=4, transient=True,
-                         get_renderable=self._render)
+        self.live = Live(
+            console=console, refresh_per_second=4, transient=True, get_renderable=self._render
+        )
 
     def _render(self):
         from rich.progress_bar import ProgressBar
@@ -147,7 +174,9 @@ class LiveReporter(ConsoleReporter):
         done = sum(self.counts.values())
         grid = Table.grid(padding=(0, 1))
         for name, start in sorted(self.running.items(), key=lambda kv: kv[1]):
-            grid.add_row("[yellow]running[/]", escape(name), f"[dim]{self._time() - start:5.1f}s[/]")
+            grid.add_row(
+                "[yellow]running[/]", escape(name), f"[dim]{self._time() - start:5.1f}s[/]"
+            )
         bar = ProgressBar(total=max(self.total, 1), completed=done, width=40)
         summary = "  ".join(f"{v} {k}" for k, v in self.counts.items() if v)
         footer = Table.grid(padding=(0, 1))

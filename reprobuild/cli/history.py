@@ -18,8 +18,14 @@ from pathlib import Path
 from ..errors import EXIT_OK, UsageError
 
 DAG_FORMATS = ("text", "mermaid", "dot", "json")
-SUFFIX_FORMATS = {".txt": "text", ".mmd": "mermaid", ".mermaid": "mermaid", ".dot": "dot", ".gv": "dot",
-                  ".json": "json"}
+SUFFIX_FORMATS = {
+    ".txt": "text",
+    ".mmd": "mermaid",
+    ".mermaid": "mermaid",
+    ".dot": "dot",
+    ".gv": "dot",
+    ".json": "json",
+}
 NONE = "(none)"
 
 
@@ -29,16 +35,32 @@ def register(add) -> None:
     common = _global_options(suppress=True)
 
     d = add("dag", "the stage graph, each stage marked with its fate if built now")
-    d.add_argument("targets", nargs="*", metavar="TARGET", help="only these stages (or outputs) and their upstream")
+    d.add_argument(
+        "targets",
+        nargs="*",
+        metavar="TARGET",
+        help="only these stages (or outputs) and their upstream",
+    )
     d.add_argument("--format", choices=DAG_FORMATS, help="text (default), mermaid, dot or json")
     d.add_argument("--json", action="store_true", help="same as --format json")
     d.add_argument("--outs", action="store_true", help="draw outputs as nodes too")
-    d.add_argument("-o", "--output", metavar="FILE",
-                   help="write to FILE: .svg/.png/.pdf through Graphviz, .dot/.mmd/.json/.txt as text")
-    d.add_argument("--direction", choices=("auto", "down", "right"), default="auto",
-                   help="text layout: top-down, left-to-right, or top-down when it fits (default)")
+    d.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write to FILE: .svg/.png/.pdf through Graphviz, .dot/.mmd/.json/.txt as text",
+    )
+    d.add_argument(
+        "--direction",
+        choices=("auto", "down", "right"),
+        default="auto",
+        help="text layout: top-down, left-to-right, or top-down when it fits (default)",
+    )
 
-    lin = add("lineage", "where an artifact came from: its stage and every upstream stage, from the lockfile")
+    lin = add(
+        "lineage",
+        "where an artifact came from: its stage and every upstream stage, from the lockfile",
+    )
     lin.add_argument("path", metavar="PATH", help="an output (or a file inside an output folder)")
     lin.add_argument("--rev", metavar="REV", help="read the lockfile of this git revision")
     lin.add_argument("--json", action="store_true", help="print JSON")
@@ -50,25 +72,38 @@ def register(add) -> None:
     m = add("metrics", "metrics files of the workspace or of git revisions")
     msub = m.add_subparsers(dest="metrics_command", metavar="ACTION")
     show = msub.add_parser("show", parents=[common], help="the metrics, as a table")
-    show.add_argument("--rev", metavar="REV", help="of this git revision (default: the working tree)")
+    show.add_argument(
+        "--rev", metavar="REV", help="of this git revision (default: the working tree)"
+    )
     show.add_argument("--json", action="store_true", help="print JSON")
-    mdiff = msub.add_parser("diff", parents=[common], help="metrics that changed between two revisions")
+    mdiff = msub.add_parser(
+        "diff", parents=[common], help="metrics that changed between two revisions"
+    )
     _rev_pair(mdiff)
     mdiff.add_argument("--all", action="store_true", help="unchanged metrics too")
     mdiff.add_argument("--json", action="store_true", help="print JSON")
 
     p = add("params", "params of the workspace and git revisions")
     psub = p.add_subparsers(dest="params_command", metavar="ACTION")
-    pdiff = psub.add_parser("diff", parents=[common], help="params that changed between two revisions")
+    pdiff = psub.add_parser(
+        "diff", parents=[common], help="params that changed between two revisions"
+    )
     _rev_pair(pdiff)
     pdiff.add_argument("--all", action="store_true", help="unchanged params too")
     pdiff.add_argument("--json", action="store_true", help="print JSON")
 
 
 def _rev_pair(parser) -> None:
-    parser.add_argument("rev_a", nargs="?", default="HEAD", metavar="REV_A", help="git revision (default HEAD)")
-    parser.add_argument("rev_b", nargs="?", default=None, metavar="REV_B",
-                        help="git revision (default: the working tree)")
+    parser.add_argument(
+        "rev_a", nargs="?", default="HEAD", metavar="REV_A", help="git revision (default HEAD)"
+    )
+    parser.add_argument(
+        "rev_b",
+        nargs="?",
+        default=None,
+        metavar="REV_B",
+        help="git revision (default: the working tree)",
+    )
 
 
 def _open(args):
@@ -86,6 +121,7 @@ def _print_json(doc: dict) -> None:
 
 
 # -- dag ---------------------------------------------------------------------------
+
 
 def cmd_dag(args) -> int:
     from .. import dag
@@ -121,8 +157,10 @@ def _print_drawing(view: dict, direction: str) -> None:
     console.print(drawing, crop=False, overflow="ignore", no_wrap=True)
     width = max((len(line) for line in drawing.plain.splitlines()), default=0)
     if console.is_terminal and width > console.width:
-        _warn(f"the drawing is {width} columns wide, the terminal {console.width}: page it with "
-              "`reprobuild dag | less -S`, or render it with -o dag.svg")
+        _warn(
+            f"the drawing is {width} columns wide, the terminal {console.width}: page it with "
+            "`reprobuild dag | less -S`, or render it with -o dag.svg"
+        )
 
 
 def _drawing_text(view: dict, direction: str, width: int):
@@ -136,7 +174,9 @@ def _drawing_text(view: dict, direction: str, width: int):
     groups: dict[tuple, list[str]] = {}  # stages with the same reasons share a line
     for node in view["nodes"]:
         if node["kind"] == "stage" and node["stale"]:
-            groups.setdefault(tuple(node["reasons"] or [dag.FATE_WORDS[node["fate"]]]), []).append(node["id"])
+            groups.setdefault(tuple(node["reasons"] or [dag.FATE_WORDS[node["fate"]]]), []).append(
+                node["id"]
+            )
     for reasons, names in groups.items():
         out.append("\n")
         out.append(Text(", ".join(names), style="bold"))
@@ -153,11 +193,16 @@ def _write_dag(view: dict, target: Path, fmt: str | None, args) -> int:
     else:
         fmt = SUFFIX_FORMATS.get(suffix) or fmt
         if fmt is None:
-            raise UsageError(f"-o {target.name}: name a .svg, .png, .pdf, .dot, .mmd, .json or .txt file, "
-                             "or give --format")
-        text = {"json": lambda: dag.to_json(view) + "\n", "mermaid": lambda: dag.to_mermaid(view),
-                "dot": lambda: dag.to_dot(view),
-                "text": lambda: _drawing_text(view, args.direction, 100).plain + "\n"}[fmt]()
+            raise UsageError(
+                f"-o {target.name}: name a .svg, .png, .pdf, .dot, .mmd, .json or .txt file, "
+                "or give --format"
+            )
+        text = {
+            "json": lambda: dag.to_json(view) + "\n",
+            "mermaid": lambda: dag.to_mermaid(view),
+            "dot": lambda: dag.to_dot(view),
+            "text": lambda: _drawing_text(view, args.direction, 100).plain + "\n",
+        }[fmt]()
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text, encoding="utf-8")
     if not args.quiet:
@@ -166,6 +211,7 @@ def _write_dag(view: dict, target: Path, fmt: str | None, args) -> int:
 
 
 # -- lineage -----------------------------------------------------------------------
+
 
 def cmd_lineage(args) -> int:
     from .. import history, lineage
@@ -191,10 +237,13 @@ def _wide_console():
     from .console import make_console
 
     console = make_console()
-    return Console(highlight=False) if console.is_terminal else Console(highlight=False, width=100_000)
+    return (
+        Console(highlight=False) if console.is_terminal else Console(highlight=False, width=100_000)
+    )
 
 
 # -- diff --------------------------------------------------------------------------
+
 
 def cmd_diff(args) -> int:
     from .. import history
@@ -202,8 +251,12 @@ def cmd_diff(args) -> int:
     project = _open(args)
     a, problem_a = history.read_lock(project, args.rev_a)
     b, problem_b = history.read_lock(project, args.rev_b)
-    doc = {"schema": history.SCHEMA, "a": history.label(args.rev_a), "b": history.label(args.rev_b),
-           **history.diff_locks(a, b)}
+    doc = {
+        "schema": history.SCHEMA,
+        "a": history.label(args.rev_a),
+        "b": history.label(args.rev_b),
+        **history.diff_locks(a, b),
+    }
     if _report(doc, args, problem_a, problem_b):
         _print_lock_diff(doc)
     return EXIT_OK
@@ -230,16 +283,23 @@ def _print_lock_diff(doc: dict) -> None:
         print(f"changed {name}")
         for line in _field_lines(fields):
             print(f"    {line}")
-    counts = f"{len(doc['added'])} added, {len(doc['removed'])} removed, {len(doc['changed'])} changed"
-    print(f"{counts} ({doc['a']} -> {doc['b']})" if any((doc["added"], doc["removed"], doc["changed"]))
-          else f"no stage changed ({doc['a']} -> {doc['b']})")
+    counts = (
+        f"{len(doc['added'])} added, {len(doc['removed'])} removed, {len(doc['changed'])} changed"
+    )
+    print(
+        f"{counts} ({doc['a']} -> {doc['b']})"
+        if any((doc["added"], doc["removed"], doc["changed"]))
+        else f"no stage changed ({doc['a']} -> {doc['b']})"
+    )
 
 
 def _field_lines(fields: dict) -> list[str]:
     lines = []
     for field in ("cmd", "wdir"):
         if field in fields:
-            lines.append(f"{field}: {_show(fields[field].get('old'))} -> {_show(fields[field].get('new'))}")
+            lines.append(
+                f"{field}: {_show(fields[field].get('old'))} -> {_show(fields[field].get('new'))}"
+            )
     for field in ("code", "deps", "params", "env", "outs"):
         for name, change in fields.get(field, {}).items():
             old, new = change.get("old", NONE), change.get("new", NONE)
@@ -261,6 +321,7 @@ def _show(value) -> str:
 
 # -- metrics and params --------------------------------------------------------------
 
+
 def cmd_metrics(args) -> int:
     if args.metrics_command == "show":
         return _metrics_show(args)
@@ -274,12 +335,20 @@ def _metrics_show(args) -> int:
 
     project = _open(args)
     read = history.metrics_at(project, args.rev)
-    doc = {"schema": history.SCHEMA, "rev": history.label(args.rev), "metrics": read.metrics,
-           "errors": read.error_list()}
+    doc = {
+        "schema": history.SCHEMA,
+        "rev": history.label(args.rev),
+        "metrics": read.metrics,
+        "errors": read.error_list(),
+    }
     if not _report(doc, args, read.warning):
         return EXIT_OK
     _metric_errors(read)
-    rows = [(path, key, _show(value)) for path, values in read.metrics.items() for key, value in values.items()]
+    rows = [
+        (path, key, _show(value))
+        for path, values in read.metrics.items()
+        for key, value in values.items()
+    ]
     if rows:
         _print_rows(("path", "metric", "value"), rows)
     elif not read.errors:
@@ -298,12 +367,22 @@ def _metrics_diff(args) -> int:
         if rows:
             table[path] = rows
     la, lb = history.label(args.rev_a), history.label(args.rev_b)
-    doc = {"schema": history.SCHEMA, "a": la, "b": lb, "metrics": table, "errors": a.error_list() + b.error_list()}
+    doc = {
+        "schema": history.SCHEMA,
+        "a": la,
+        "b": lb,
+        "metrics": table,
+        "errors": a.error_list() + b.error_list(),
+    }
     if not _report(doc, args, a.warning, b.warning):
         return EXIT_OK
     _metric_errors(a)
     _metric_errors(b)
-    rows = [(path, key, *_change_cells(change)) for path, changes in table.items() for key, change in changes.items()]
+    rows = [
+        (path, key, *_change_cells(change))
+        for path, changes in table.items()
+        for key, change in changes.items()
+    ]
     if rows:
         _print_rows(("path", "metric", la, lb, "change"), rows)
     else:
@@ -322,13 +401,20 @@ def cmd_params(args) -> int:
     if args.params_command != "diff":
         raise UsageError("usage: reprobuild params diff [REV_A] [REV_B]")
     project = _open(args)
-    (a, problem_a), (b, problem_b) = history.params_at(project, args.rev_a), history.params_at(project, args.rev_b)
+    (a, problem_a), (b, problem_b) = (
+        history.params_at(project, args.rev_a),
+        history.params_at(project, args.rev_b),
+    )
     changes = history.diff_values(a, b, args.all)
     la, lb = history.label(args.rev_a), history.label(args.rev_b)
-    if not _report({"schema": history.SCHEMA, "a": la, "b": lb, "params": changes}, args, problem_a, problem_b):
+    if not _report(
+        {"schema": history.SCHEMA, "a": la, "b": lb, "params": changes}, args, problem_a, problem_b
+    ):
         return EXIT_OK
     if changes:
-        _print_rows(("param", la, lb, "change"), [(key, *_change_cells(c)) for key, c in changes.items()])
+        _print_rows(
+            ("param", la, lb, "change"), [(key, *_change_cells(c)) for key, c in changes.items()]
+        )
     else:
         print(f"no params changed ({la} -> {lb})")
     return EXIT_OK
@@ -366,8 +452,13 @@ def _print_rows(headers: tuple, rows: list[tuple]) -> None:
         return
     widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
     for row in [headers, *rows]:
-        print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip())
+        print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip())
 
 
-COMMANDS: dict = {"dag": cmd_dag, "lineage": cmd_lineage, "diff": cmd_diff, "metrics": cmd_metrics,
-                  "params": cmd_params}
+COMMANDS: dict = {
+    "dag": cmd_dag,
+    "lineage": cmd_lineage,
+    "diff": cmd_diff,
+    "metrics": cmd_metrics,
+    "params": cmd_params,
+}

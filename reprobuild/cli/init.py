@@ -30,7 +30,9 @@ def run_init(folder: Path) -> list[Path]:
     pipeline, params = folder / "reprobuild.yaml", folder / "params.yaml"
     for path in (pipeline, params):
         if path.exists():
-            raise UsageError(f"{path.name} already exists here; init writes only into a fresh folder")
+            raise UsageError(
+                f"{path.name} already exists here; init writes only into a fresh folder"
+            )
     written = []
     atomic_write(pipeline, PIPELINE.encode())
     atomic_write(params, PARAMS.encode())

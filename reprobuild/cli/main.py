@@ -25,19 +25,33 @@ def _global_options(suppress: bool) -> argparse.ArgumentParser:
     """
     kw = {"default": argparse.SUPPRESS} if suppress else {}
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-f", "--file", metavar="PATH", help="pipeline file, or a folder holding reprobuild.yaml",
-                        **kw)
-    common.add_argument("--cache-dir", metavar="DIR", help="cache folder (overrides cache: and REPROBUILD_CACHE_DIR)",
-                        **kw)
-    common.add_argument("-v", "--verbose", action="store_true", help="more detail; tracebacks on errors", **kw)
+    common.add_argument(
+        "-f",
+        "--file",
+        metavar="PATH",
+        help="pipeline file, or a folder holding reprobuild.yaml",
+        **kw,
+    )
+    common.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="cache folder (overrides cache: and REPROBUILD_CACHE_DIR)",
+        **kw,
+    )
+    common.add_argument(
+        "-v", "--verbose", action="store_true", help="more detail; tracebacks on errors", **kw
+    )
     common.add_argument("-q", "--quiet", action="store_true", help="only errors", **kw)
     return common
 
 
 def parser() -> argparse.ArgumentParser:
     common = _global_options(suppress=True)
-    p = argparse.ArgumentParser(prog="reprobuild", parents=[_global_options(suppress=False)],
-                                description="Reproducible builds for ML pipelines.")
+    p = argparse.ArgumentParser(
+        prog="reprobuild",
+        parents=[_global_options(suppress=False)],
+        description="Reproducible builds for ML pipelines.",
+    )
     p.add_argument("--version", action="version", version=f"reprobuild {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -49,17 +63,46 @@ def parser() -> argparse.ArgumentParser:
     b = add("build", "bring targets (stage names or output paths; default all) up to date")
     b.add_argument("targets", nargs="*", metavar="TARGET")
     b.add_argument("-j", "--jobs", type=int, default=1, help="stages run at once (0: one per CPU)")
-    b.add_argument("-n", "--dry-run", action="store_true", help="print each stage's fate and why; change nothing")
-    b.add_argument("--force", action="store_true", help="run the selected stages even when up to date")
-    b.add_argument("-k", "--keep-going", action="store_true", help="after a failure, build what does not depend on it")
-    b.add_argument("--no-run-cache", action="store_true", help="never restore outputs from run records")
-    b.add_argument("--no-wait", action="store_true", help="fail at once when another build holds the workspace")
-    b.add_argument("--executor", choices=("local", "dask"), help="where stages run (default: local, "
-                   "or `executor: {name: dask}` in the pipeline file)")
-    b.add_argument("--scheduler", metavar="ADDR", help="Dask scheduler address (tcp://HOST:PORT); "
-                   "default REPROBUILD_DASK_SCHEDULER, else a local cluster")
-    b.add_argument("--pull", action="store_true", help="restore stages a remote has built instead of running them")
-    b.add_argument("--remote", metavar="URL", help="remote cache URL (overrides REPROBUILD_REMOTE and remote:)")
+    b.add_argument(
+        "-n",
+        "--dry-run",
+        action="store_true",
+        help="print each stage's fate and why; change nothing",
+    )
+    b.add_argument(
+        "--force", action="store_true", help="run the selected stages even when up to date"
+    )
+    b.add_argument(
+        "-k",
+        "--keep-going",
+        action="store_true",
+        help="after a failure, build what does not depend on it",
+    )
+    b.add_argument(
+        "--no-run-cache", action="store_true", help="never restore outputs from run records"
+    )
+    b.add_argument(
+        "--no-wait", action="store_true", help="fail at once when another build holds the workspace"
+    )
+    b.add_argument(
+        "--executor",
+        choices=("local", "dask"),
+        help="where stages run (default: local, or `executor: {name: dask}` in the pipeline file)",
+    )
+    b.add_argument(
+        "--scheduler",
+        metavar="ADDR",
+        help="Dask scheduler address (tcp://HOST:PORT); "
+        "default REPROBUILD_DASK_SCHEDULER, else a local cluster",
+    )
+    b.add_argument(
+        "--pull",
+        action="store_true",
+        help="restore stages a remote has built instead of running them",
+    )
+    b.add_argument(
+        "--remote", metavar="URL", help="remote cache URL (overrides REPROBUILD_REMOTE and remote:)"
+    )
 
     s = add("status", "every out-of-date stage and every reason")
     s.add_argument("targets", nargs="*", metavar="TARGET")
@@ -68,30 +111,53 @@ def parser() -> argparse.ArgumentParser:
 
     c = add("checkout", "make the workspace's outputs match the lockfile, from the cache")
     c.add_argument("targets", nargs="*", metavar="STAGE")
-    c.add_argument("--rev", metavar="REV", help="the lockfile of this git revision instead of the working tree's")
-    c.add_argument("--force", action="store_true", help="also overwrite outputs changed by hand that the cache lacks")
+    c.add_argument(
+        "--rev",
+        metavar="REV",
+        help="the lockfile of this git revision instead of the working tree's",
+    )
+    c.add_argument(
+        "--force",
+        action="store_true",
+        help="also overwrite outputs changed by hand that the cache lacks",
+    )
 
     m = add("commit", "record the workspace as it is into the lockfile, without running")
     m.add_argument("targets", nargs="*", metavar="STAGE")
 
     g = add("gc", "remove cache objects that no kept lockfile refers to")
     scope = g.add_mutually_exclusive_group()
-    scope.add_argument("--workspace", action="store_true", help="keep what the workspace's lockfiles name (default)")
-    scope.add_argument("--all-commits", action="store_true", help="also keep what any git commit's lockfiles name")
+    scope.add_argument(
+        "--workspace",
+        action="store_true",
+        help="keep what the workspace's lockfiles name (default)",
+    )
+    scope.add_argument(
+        "--all-commits", action="store_true", help="also keep what any git commit's lockfiles name"
+    )
     g.add_argument("-n", "--dry-run", action="store_true", help="only list what would be removed")
 
-    from . import history, remote  # their subcommands: dag, lineage, diff, metrics, params; push, pull
+    from . import (
+        history,
+        remote,
+    )  # their subcommands: dag, lineage, diff, metrics, params; push, pull
 
     history.register(add)
     remote.register(add)
 
-    v = add("verify", "re-run stages aside from the workspace and compare their outputs bit for bit")
+    v = add(
+        "verify", "re-run stages aside from the workspace and compare their outputs bit for bit"
+    )
     v.add_argument("targets", nargs="*", metavar="STAGE")
-    v.add_argument("--all", action="store_true", help="every stage (the default when none is named)")
+    v.add_argument(
+        "--all", action="store_true", help="every stage (the default when none is named)"
+    )
 
     cache = add("cache", "cache upkeep")
     cache_sub = cache.add_subparsers(dest="cache_command", metavar="ACTION")
-    cache_sub.add_parser("verify", parents=[common], help="re-hash every object; quarantine corrupt ones")
+    cache_sub.add_parser(
+        "verify", parents=[common], help="re-hash every object; quarantine corrupt ones"
+    )
     return p
 
 
@@ -116,8 +182,11 @@ def main(argv: list[str] | None = None) -> int:
         _error(f"{exc.strerror or exc}{where}", None, args.verbose)
         return EXIT_USAGE
     except Exception as exc:  # a bug: still one line unless -v
-        _error(f"unexpected {type(exc).__name__}: {exc}", "run with -v for the traceback, and report it",
-               args.verbose)
+        _error(
+            f"unexpected {type(exc).__name__}: {exc}",
+            "run with -v for the traceback, and report it",
+            args.verbose,
+        )
         return EXIT_USAGE
 
 
@@ -158,7 +227,9 @@ def cmd_init(args) -> int:
     folder = Path(args.file or ".").absolute()
     for path in run_init(folder):
         if not args.quiet:
-            print(f"wrote {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
+            print(
+                f"wrote {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}"
+            )
     return EXIT_OK
 
 
@@ -169,10 +240,20 @@ def cmd_build(args) -> int:
         raise UsageError("-j takes a number >= 0")
     project = _open(args)
     executor, scheduler, retries = _executor_settings(args, project.pipeline.executor)
-    opts = BuildOptions(targets=tuple(args.targets), dry_run=args.dry_run, force=args.force,
-                        keep_going=args.keep_going, run_cache=not args.no_run_cache,
-                        jobs=args.jobs, wait=not args.no_wait, pull=args.pull, remote=args.remote,
-                        executor=executor, scheduler=scheduler, retries=retries)
+    opts = BuildOptions(
+        targets=tuple(args.targets),
+        dry_run=args.dry_run,
+        force=args.force,
+        keep_going=args.keep_going,
+        run_cache=not args.no_run_cache,
+        jobs=args.jobs,
+        wait=not args.no_wait,
+        pull=args.pull,
+        remote=args.remote,
+        executor=executor,
+        scheduler=scheduler,
+        retries=retries,
+    )
     summary = build(project, opts, _reporter(args, args.jobs))
     if summary.interrupted:
         return EXIT_INTERRUPTED
@@ -183,9 +264,13 @@ def _executor_settings(args, configured: dict) -> tuple[str, str | None, int]:
     """(executor, scheduler, retries): command line, then environment, then `executor:`."""
     unknown = set(configured) - {"name", "scheduler", "retries"}
     if unknown:
-        raise UsageError(f"unknown field(s) in `executor:`: {', '.join(sorted(unknown))} "
-                         "(allowed: name, scheduler, retries)")
-    scheduler = args.scheduler or os.environ.get("REPROBUILD_DASK_SCHEDULER") or configured.get("scheduler")
+        raise UsageError(
+            f"unknown field(s) in `executor:`: {', '.join(sorted(unknown))} "
+            "(allowed: name, scheduler, retries)"
+        )
+    scheduler = (
+        args.scheduler or os.environ.get("REPROBUILD_DASK_SCHEDULER") or configured.get("scheduler")
+    )
     executor = args.executor or configured.get("name") or "local"
     if executor not in ("local", "dask"):
         raise UsageError(f"unknown executor '{executor}' (local or dask)")
@@ -206,8 +291,10 @@ def cmd_status(args) -> int:
     project.save_stats()
     stale = [d for d in decisions if d.stale]
     if args.json:
-        doc = {"stages": {d.stage: {"fate": d.fate, "reasons": d.reasons} for d in decisions},
-               "stale": [d.stage for d in stale]}
+        doc = {
+            "stages": {d.stage: {"fate": d.fate, "reasons": d.reasons} for d in decisions},
+            "stale": [d.stage for d in stale],
+        }
         if problem:
             doc["warning"] = problem
         print(json.dumps(doc, indent=2))
@@ -257,12 +344,17 @@ def _report_checkout(result, args) -> int:
     if not args.quiet:
         for path in result.restored:
             print(f"restored {path}")
-        print(f"{len(result.restored)} restored, {len(result.unchanged)} already in place, "
-              f"{len(result.missing)} missing from the cache")
+        print(
+            f"{len(result.restored)} restored, {len(result.unchanged)} already in place, "
+            f"{len(result.missing)} missing from the cache"
+        )
     for item in result.missing:
         print(f"missing from the cache: {item}", file=sys.stderr)
     for path in result.kept:
-        print(f"kept {path}: changed by hand and not in the cache (--force overwrites it)", file=sys.stderr)
+        print(
+            f"kept {path}: changed by hand and not in the cache (--force overwrites it)",
+            file=sys.stderr,
+        )
     for item in result.ignored:
         print(f"ignored {item}: not an out of that stage in the pipeline", file=sys.stderr)
     return EXIT_FAILED if result.missing or result.kept else EXIT_OK
@@ -298,9 +390,13 @@ def cmd_gc(args) -> int:
     from .console import make_console
 
     err = make_console(stderr=True)
-    with project.cache.using(exclusive=True,
-                             on_wait=lambda: err.print("waiting for running builds to finish with the cache...")):
-        result = collect(project.cache, project.ws.root, all_commits=args.all_commits, dry_run=args.dry_run)
+    with project.cache.using(
+        exclusive=True,
+        on_wait=lambda: err.print("waiting for running builds to finish with the cache..."),
+    ):
+        result = collect(
+            project.cache, project.ws.root, all_commits=args.all_commits, dry_run=args.dry_run
+        )
     if not args.quiet:
         verb = "would remove" if args.dry_run else "removed"
         if args.dry_run or args.verbose:
@@ -308,8 +404,10 @@ def cmd_gc(args) -> int:
                 print(f"{verb} object {name}")
             for key in result.runs:
                 print(f"{verb} run record {key}")
-        print(f"{verb} {len(result.objects)} objects ({result.bytes:,} bytes) and {len(result.runs)} run records; "
-              f"kept what {result.lockfiles} lockfile version(s) name")
+        print(
+            f"{verb} {len(result.objects)} objects ({result.bytes:,} bytes) and {len(result.runs)} run records; "
+            f"kept what {result.lockfiles} lockfile version(s) name"
+        )
     return EXIT_OK
 
 
@@ -328,7 +426,10 @@ def cmd_verify(args) -> int:
             if not quiet:
                 print(f"reproducible  {v.stage}", flush=True)
             return
-        print(f"{v.status.upper():<13} {v.stage}" + (f": {v.message}" if v.message else ""), flush=True)
+        print(
+            f"{v.status.upper():<13} {v.stage}" + (f": {v.message}" if v.message else ""),
+            flush=True,
+        )
         for d in v.diffs:
             print(f"  out {d.path} differs from the lockfile")
             for line in d.detail:
@@ -349,14 +450,22 @@ def cmd_cache(args) -> int:
     for name in report.corrupt:
         print(f"corrupt: {name} (moved to {project.cache.quarantine_dir})", file=sys.stderr)
     if not args.quiet:
-        print(f"checked {report.checked} objects: {len(report.corrupt)} corrupt"
-              + (f"; swept {report.swept_tmp} stale temp files" if report.swept_tmp else ""))
+        print(
+            f"checked {report.checked} objects: {len(report.corrupt)} corrupt"
+            + (f"; swept {report.swept_tmp} stale temp files" if report.swept_tmp else "")
+        )
     return EXIT_FAILED if report.corrupt else EXIT_OK
 
 
 COMMANDS = {
-    "init": cmd_init, "build": cmd_build, "status": cmd_status, "checkout": cmd_checkout,
-    "commit": cmd_commit, "gc": cmd_gc, "cache": cmd_cache, "verify": cmd_verify,
+    "init": cmd_init,
+    "build": cmd_build,
+    "status": cmd_status,
+    "checkout": cmd_checkout,
+    "commit": cmd_commit,
+    "gc": cmd_gc,
+    "cache": cmd_cache,
+    "verify": cmd_verify,
 }
 
 

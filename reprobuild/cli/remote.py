@@ -19,18 +19,36 @@ JOBS = 16
 
 def register(add) -> None:
     p = add("push", "upload the cache objects and run records the lockfile names to the remote")
-    p.add_argument("targets", nargs="*", metavar="TARGET", help="stages or outputs (upstream included); default all")
-    p.add_argument("--all", action="store_true", dest="everything",
-                   help="every object and run record in the local cache, not only what the lockfile names")
+    p.add_argument(
+        "targets",
+        nargs="*",
+        metavar="TARGET",
+        help="stages or outputs (upstream included); default all",
+    )
+    p.add_argument(
+        "--all",
+        action="store_true",
+        dest="everything",
+        help="every object and run record in the local cache, not only what the lockfile names",
+    )
     _transfer_options(p)
     q = add("pull", "download what the lockfile names from the remote and check the workspace out")
-    q.add_argument("targets", nargs="*", metavar="TARGET", help="stages or outputs (upstream included); default all")
+    q.add_argument(
+        "targets",
+        nargs="*",
+        metavar="TARGET",
+        help="stages or outputs (upstream included); default all",
+    )
     _transfer_options(q)
 
 
 def _transfer_options(p) -> None:
-    p.add_argument("--remote", metavar="URL", help="remote cache URL (overrides REPROBUILD_REMOTE and remote:)")
-    p.add_argument("-j", "--jobs", type=int, default=JOBS, help=f"transfers at once (default {JOBS})")
+    p.add_argument(
+        "--remote", metavar="URL", help="remote cache URL (overrides REPROBUILD_REMOTE and remote:)"
+    )
+    p.add_argument(
+        "-j", "--jobs", type=int, default=JOBS, help=f"transfers at once (default {JOBS})"
+    )
 
 
 def cmd_push(args) -> int:
@@ -43,8 +61,11 @@ def cmd_push(args) -> int:
     _warn_on_console(remote)
     with _progress("push", args.quiet) as progress:
         result = push(project, remote, names, args.everything, progress)
-    _say(args, f"pushed {result.objects} objects ({_size(result.bytes)}) and {result.runs} run records "
-               f"to {remote.url}; {result.present + result.runs_present} were already there")
+    _say(
+        args,
+        f"pushed {result.objects} objects ({_size(result.bytes)}) and {result.runs} run records "
+        f"to {remote.url}; {result.present + result.runs_present} were already there",
+    )
     for item in result.corrupt:
         print(f"corrupt in the local cache (quarantined), not pushed: {item}", file=sys.stderr)
     for item in result.missing:
@@ -61,8 +82,11 @@ def cmd_pull(args) -> int:
     _warn_on_console(remote)
     with _progress("pull", args.quiet) as progress:
         result, entries = pull(project, remote, names, progress)
-    _say(args, f"pulled {result.objects} objects ({_size(result.bytes)}) and {result.runs} run records "
-               f"from {remote.url}; {result.present} were already in the cache")
+    _say(
+        args,
+        f"pulled {result.objects} objects ({_size(result.bytes)}) and {result.runs} run records "
+        f"from {remote.url}; {result.present} were already in the cache",
+    )
     for item in result.missing:
         print(f"missing from the remote: {item}", file=sys.stderr)
     co = checkout(project, entries, names)
@@ -115,12 +139,27 @@ def _progress(verb: str, quiet: bool):
     if quiet or not console.is_terminal:
         yield Progress()
         return
-    from rich.progress import (BarColumn, DownloadColumn, Progress as Bar, TextColumn, TimeRemainingColumn,
-                               TransferSpeedColumn)
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+    from rich.progress import (
+        Progress as Bar,
+    )
 
-    bar = Bar(TextColumn("{task.description}"), BarColumn(),
-              TextColumn("{task.fields[files]}/{task.fields[nfiles]} files"), DownloadColumn(),
-              TransferSpeedColumn(), TimeRemainingColumn(), console=console, transient=True)
+    bar = Bar(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[files]}/{task.fields[nfiles]} files"),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
     with bar:
         yield _BarProgress(bar, bar.add_task(verb, total=None, files=0, nfiles=0))
 

@@ -22,7 +22,7 @@ from ..hashing import Meta
 
 @dataclass(frozen=True)
 class OutSpec:
-    path: str        # absolute
+    path: str  # absolute
     cache: bool = True
 
 
@@ -44,8 +44,8 @@ class JobResult:
     seconds: float
     failed_cmd: str | None = None
     missing_out: str | None = None
-    outs: dict = field(default_factory=dict)       # absolute path -> Meta
-    stats: list = field(default_factory=list)      # stat-cache entries learnt while storing
+    outs: dict = field(default_factory=dict)  # absolute path -> Meta
+    stats: list = field(default_factory=list)  # stat-cache entries learnt while storing
 
 
 def run_job(job: Job, on_line=None, started=None, should_stop=None) -> JobResult:
@@ -67,8 +67,14 @@ def run_job(job: Job, on_line=None, started=None, should_stop=None) -> JobResult
 
 
 def _run_one(job: Job, cmd: str, log, on_line, started) -> int:
-    proc = subprocess.Popen(["sh", "-c", cmd], cwd=job.cwd, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        ["sh", "-c", cmd],
+        cwd=job.cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     if started:
         started(proc)
     try:

@@ -25,7 +25,9 @@ def _import_distributed():
         import dask
         import distributed
     except ImportError:
-        raise UsageError("the Dask executor needs dask.distributed: pip install 'reprobuild[dask]'") from None
+        raise UsageError(
+            "the Dask executor needs dask.distributed: pip install 'reprobuild[dask]'"
+        ) from None
     return dask, distributed
 
 
@@ -34,24 +36,32 @@ class DaskExecutor:
         dask, distributed = _import_distributed()
         self.cluster = None
         # the scheduler gives up on a task after this many worker deaths
-        with dask.config.set({"distributed.scheduler.allowed-failures": retries,
-                              "distributed.worker.daemon": False}):
+        with dask.config.set(
+            {"distributed.scheduler.allowed-failures": retries, "distributed.worker.daemon": False}
+        ):
             if scheduler:
                 try:
                     self.client = distributed.Client(scheduler, timeout="10s")
                 except (OSError, TimeoutError) as exc:
-                    raise UsageError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
+                    raise UsageError(
+                        f"cannot reach the Dask scheduler at {scheduler}: {exc}"
+                    ) from None
             else:
-                self.cluster = distributed.LocalCluster(n_workers=workers, threads_per_worker=1,
-                                                        processes=True, dashboard_address=None,
-                                                        silence_logs=40)
+                self.cluster = distributed.LocalCluster(
+                    n_workers=workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                    silence_logs=40,
+                )
                 self.client = distributed.Client(self.cluster)
         self._futures: list = []
 
     def submit(self, job: Job) -> Future:
         result: Future = Future()
-        fut = self.client.submit(run_job, job, key=f"reprobuild-{job.stage}-{uuid.uuid4().hex[:8]}",
-                                 pure=False)
+        fut = self.client.submit(
+            run_job, job, key=f"reprobuild-{job.stage}-{uuid.uuid4().hex[:8]}", pure=False
+        )
         self._futures.append(fut)
 
         def done(f):
@@ -59,6 +69,7 @@ class DaskExecutor:
                 result.set_result(f.result())
             except BaseException as exc:  # KilledWorker, CancelledError, ...
                 result.set_exception(exc)
+
         fut.add_done_callback(done)
         return result
 

@@ -24,6 +24,7 @@ class LocalExecutor:
         def started(proc):
             with self._lock:
                 self._procs[job.stage] = proc
+
         try:
             return run_job(job, self.on_line, started, lambda: self.stopping)
         finally:

@@ -101,7 +101,11 @@ def test_cosmetic_code_change_is_cut_off_early(pipe):
 
 def test_param_change_reruns_only_its_stage(pipe):
     pipe.run("build")
-    pipe.write({"params.yaml": "prepare: {scale: 2}\ntrain: {depth: 4, lr: 0.1}\nother: {word: hi}\nunused: 1\n"})
+    pipe.write(
+        {
+            "params.yaml": "prepare: {scale: 2}\ntrain: {depth: 4, lr: 0.1}\nother: {word: hi}\nunused: 1\n"
+        }
+    )
     st = pipe.run("status", "--json")
     import json
 
@@ -113,7 +117,11 @@ def test_param_change_reruns_only_its_stage(pipe):
 
 def test_templated_param_is_tracked(pipe):
     pipe.run("build")
-    pipe.write({"params.yaml": "prepare: {scale: 3}\ntrain: {depth: 3, lr: 0.1}\nother: {word: hi}\nunused: 1\n"})
+    pipe.write(
+        {
+            "params.yaml": "prepare: {scale: 3}\ntrain: {depth: 3, lr: 0.1}\nother: {word: hi}\nunused: 1\n"
+        }
+    )
     st = pipe.run("status")
     assert "param changed: prepare.scale 2 -> 3" in st.out
     assert stages_run(pipe.run("build")) == ["prepare", "train", "report"]
@@ -122,7 +130,11 @@ def test_templated_param_is_tracked(pipe):
 
 def test_unused_param_changes_nothing(pipe):
     pipe.run("build")
-    pipe.write({"params.yaml": "prepare: {scale: 2}\ntrain: {depth: 3, lr: 0.1}\nother: {word: hi}\nunused: 2\n"})
+    pipe.write(
+        {
+            "params.yaml": "prepare: {scale: 2}\ntrain: {depth: 3, lr: 0.1}\nother: {word: hi}\nunused: 2\n"
+        }
+    )
     assert pipe.run("status", "--check").code == 0
     assert stages_run(pipe.run("build")) == []
 
@@ -147,7 +159,11 @@ def test_revert_restores_from_run_cache_without_running(pipe):
     assert stages_run(r) == []
     assert stages_restored(r) == ["prepare", "train", "report"]
     assert pipe.read("report.txt") == "12\n"
-    assert stages_run(pipe.run("build", "--no-run-cache", "--force", "report")) == ["prepare", "train", "report"]
+    assert stages_run(pipe.run("build", "--no-run-cache", "--force", "report")) == [
+        "prepare",
+        "train",
+        "report",
+    ]
 
 
 def test_touch_without_change_rebuilds_nothing(pipe):
@@ -159,8 +175,11 @@ def test_touch_without_change_rebuilds_nothing(pipe):
 
 def test_dry_run_changes_nothing_on_disk(pipe):
     def snapshot():
-        return sorted((str(p.relative_to(pipe.root)), p.stat().st_mtime_ns)
-                      for p in pipe.root.rglob("*") if ".git" not in p.parts)
+        return sorted(
+            (str(p.relative_to(pipe.root)), p.stat().st_mtime_ns)
+            for p in pipe.root.rglob("*")
+            if ".git" not in p.parts
+        )
 
     before = snapshot()
     r = pipe.run("build", "-n")
@@ -189,8 +208,12 @@ def test_targets_select_upstream_only(pipe):
 def test_failure_keeps_lock_entry_and_keep_going(pipe):
     pipe.run("build")
     lock_before = pipe.read("reprobuild.lock")
-    pipe.write({"train.py": "import sys\nsys.exit(3)\n",
-                "params.yaml": "prepare: {scale: 2}\ntrain: {depth: 3, lr: 0.1}\nother: {word: bye}\nunused: 1\n"})
+    pipe.write(
+        {
+            "train.py": "import sys\nsys.exit(3)\n",
+            "params.yaml": "prepare: {scale: 2}\ntrain: {depth: 3, lr: 0.1}\nother: {word: bye}\nunused: 1\n",
+        }
+    )
     r = pipe.run("build")
     assert r.code == 1 and "command exited with 3" in r.err
     assert "other" not in stages_run(r)  # stopped at the first failure (file order: other is last)
@@ -227,18 +250,21 @@ def test_from_scratch_rebuild_gives_byte_identical_lockfile(pipe):
 
 
 def test_params_with_shell_syntax_reach_command_as_one_word(ws):
-    ws.write({
-        "reprobuild.yaml": "stages:\n  s:\n    cmd: printf '%s\\n' ${word} > out.txt\n    outs: [out.txt]\n",
-        "params.yaml": "word: \"a b; touch pwned $(id) `x` 'q'\"\n",
-    })
+    ws.write(
+        {
+            "reprobuild.yaml": "stages:\n  s:\n    cmd: printf '%s\\n' ${word} > out.txt\n    outs: [out.txt]\n",
+            "params.yaml": "word: \"a b; touch pwned $(id) `x` 'q'\"\n",
+        }
+    )
     assert ws.run("build").code == 0
     assert ws.read("out.txt") == "a b; touch pwned $(id) `x` 'q'\n"
     assert not (ws.root / "pwned").exists()
 
 
 def test_foreach_and_matrix_expand(ws):
-    ws.write({
-        "reprobuild.yaml": """\
+    ws.write(
+        {
+            "reprobuild.yaml": """\
             stages:
               train:
                 foreach: [a, b]
@@ -256,24 +282,45 @@ def test_foreach_and_matrix_expand(ws):
                   cmd: echo ${key} ${item} > per/${key}.txt
                   outs: ['per/${key}.txt']
             """,
-    })
+        }
+    )
     r = ws.run("build")
     assert r.code == 0, r.err
-    assert stages_run(r) == ["train@a", "train@b", "grid@x-1", "grid@x-2", "grid@y-1", "grid@y-2",
-                             "per@small", "per@big"]
+    assert stages_run(r) == [
+        "train@a",
+        "train@b",
+        "grid@x-1",
+        "grid@x-2",
+        "grid@y-1",
+        "grid@y-2",
+        "per@small",
+        "per@big",
+    ]
     assert ws.read("grid/y-2.txt") == "y 2\n" and ws.read("per/big.txt") == "big 9\n"
     assert stages_run(ws.run("build", "train")) == []
 
 
 def test_second_build_waits_or_fails_with_no_wait(pipe):
-    pipe.write({"reprobuild.yaml": "stages:\n  slow:\n    cmd: sleep 3 && echo x > x.txt\n    outs: [x.txt]\n"})
+    pipe.write(
+        {
+            "reprobuild.yaml": "stages:\n  slow:\n    cmd: sleep 3 && echo x > x.txt\n    outs: [x.txt]\n"
+        }
+    )
     import subprocess
     import sys
 
-    first = subprocess.Popen([sys.executable, "-m", "reprobuild", "build"], cwd=pipe.root,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "reprobuild", "build"],
+        cwd=pipe.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 10
-    while not (pipe.root / ".reprobuild/lock").exists() or not (pipe.root / ".reprobuild/logs").exists():
+    while (
+        not (pipe.root / ".reprobuild/lock").exists()
+        or not (pipe.root / ".reprobuild/logs").exists()
+    ):
         assert time.time() < deadline
         time.sleep(0.05)
     busy = pipe.run_process("build", "--no-wait")

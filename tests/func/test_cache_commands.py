@@ -62,7 +62,13 @@ def test_gc_refuses_unreadable_lockfile(ws):
     ws.write(PIPE)
     ws.run("build")
     before = objects(ws.root)
-    ws.write({"reprobuild.lock": "<<<<<<< HEAD\n" + ws.read("reprobuild.lock") + "=======\n>>>>>>> other\n"})
+    ws.write(
+        {
+            "reprobuild.lock": "<<<<<<< HEAD\n"
+            + ws.read("reprobuild.lock")
+            + "=======\n>>>>>>> other\n"
+        }
+    )
     r = ws.run("gc")
     assert r.code == 2 and "gc removes nothing" in r.err
     assert objects(ws.root) == before
@@ -140,7 +146,11 @@ def test_cache_verify_quarantines_corrupt_objects_and_build_rebuilds(ws):
     ws.write(PIPE)
     ws.run("build")
     assert ws.run("cache", "verify").code == 0
-    victim = next(p for p in (ws.root / "cache/objects").rglob("*") if p.is_file() and not p.name.endswith(".dir"))
+    victim = next(
+        p
+        for p in (ws.root / "cache/objects").rglob("*")
+        if p.is_file() and not p.name.endswith(".dir")
+    )
     os.chmod(victim, 0o644)
     victim.write_bytes(b"bit rot")
     r = ws.run("cache", "verify")
@@ -199,7 +209,9 @@ def test_checkout_rev_outside_git(tmp_path, capsys):
 
 
 def test_cache_location_precedence(ws, monkeypatch, tmp_path):
-    ws.write({**PIPE, "reprobuild.yaml": "cache: from-yaml\n" + textwrap.dedent(PIPE["reprobuild.yaml"])})
+    ws.write(
+        {**PIPE, "reprobuild.yaml": "cache: from-yaml\n" + textwrap.dedent(PIPE["reprobuild.yaml"])}
+    )
     assert ws.run("build").code == 0
     assert (ws.root / "from-yaml/objects").is_dir() and not (ws.root / "cache/objects").exists()
     monkeypatch.setenv("REPROBUILD_CACHE_DIR", str(tmp_path / "from-env"))
@@ -210,7 +222,9 @@ def test_cache_location_precedence(ws, monkeypatch, tmp_path):
 
 
 def test_hardlink_mode_links_restored_files(ws):
-    ws.write({**PIPE, "reprobuild.yaml": "link: hardlink\n" + textwrap.dedent(PIPE["reprobuild.yaml"])})
+    ws.write(
+        {**PIPE, "reprobuild.yaml": "link: hardlink\n" + textwrap.dedent(PIPE["reprobuild.yaml"])}
+    )
     assert ws.run("build").code == 0
     os.unlink(ws.root / "single.txt")
     assert ws.run("checkout").code == 0

@@ -15,8 +15,18 @@ pytest.importorskip("sklearn")
 
 FRAUD = REPO / "pipelines" / "fraud"
 ROWS = 8000  # ~8 s a build with -j 2; large enough for the models to learn
-ALL = ["generate", "prepare", "featurize", "train@logreg", "train@forest", "train@boosting",
-       "evaluate@logreg", "evaluate@forest", "evaluate@boosting", "select"]
+ALL = [
+    "generate",
+    "prepare",
+    "featurize",
+    "train@logreg",
+    "train@forest",
+    "train@boosting",
+    "evaluate@logreg",
+    "evaluate@forest",
+    "evaluate@boosting",
+    "select",
+]
 
 
 @pytest.fixture(scope="module")
@@ -27,13 +37,23 @@ def fraud(tmp_path_factory):
     import sys
 
     root = tmp_path_factory.mktemp("fraud") / "repo"
-    shutil.copytree(FRAUD, root, ignore=shutil.ignore_patterns(
-        "data", "models", "reports", "reprobuild.lock", ".reprobuild", "__pycache__"))
+    shutil.copytree(
+        FRAUD,
+        root,
+        ignore=shutil.ignore_patterns(
+            "data", "models", "reports", "reprobuild.lock", ".reprobuild", "__pycache__"
+        ),
+    )
     params = (root / "params.yaml").read_text()
     (root / "params.yaml").write_text(params.replace("rows: 100000", f"rows: {ROWS}"))
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-    first = subprocess.run([sys.executable, "-m", "reprobuild", "build", "-j", "2"], cwd=root,
-                           capture_output=True, text=True, env={**os.environ})
+    first = subprocess.run(
+        [sys.executable, "-m", "reprobuild", "build", "-j", "2"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+    )
     assert first.returncode == 0, first.stderr
     return root, first
 
@@ -59,7 +79,9 @@ def test_first_build_runs_every_stage_and_the_models_learn(fraud):
         assert m["roc_auc"] > 0.75, (model, m)
         assert 0 < m["recall"] <= 1 and {"precision", "f1", "pr_auc"} <= set(m)
     best = json.loads((root / "reports/best.json").read_text())
-    assert (root / "models/best.pkl").read_bytes() == (root / f"models/{best['selected']}.pkl").read_bytes()
+    assert (root / "models/best.pkl").read_bytes() == (
+        root / f"models/{best['selected']}.pkl"
+    ).read_bytes()
 
 
 def test_second_build_runs_nothing(fraud, capsys):
@@ -76,7 +98,10 @@ def test_one_hyperparameter_reruns_that_model_only(fraud, capsys):
         st = cli(root, capsys, "status", "--json")
         doc = json.loads(st.out)
         assert doc["stale"] == ["train@forest", "evaluate@forest", "select"]
-        assert "param changed: train.models.forest.n_estimators 150 -> 60" in doc["stages"]["train@forest"]["reasons"]
+        assert (
+            "param changed: train.models.forest.n_estimators 150 -> 60"
+            in doc["stages"]["train@forest"]["reasons"]
+        )
         r = cli(root, capsys, "build")
         assert r.code == 0 and stages_run(r) == ["train@forest", "evaluate@forest", "select"]
     finally:
@@ -108,7 +133,11 @@ def test_predict_scores_new_claims(fraud):
     import sys
 
     root, _ = fraud
-    proc = subprocess.run([sys.executable, "predict.py", "data/raw/claims.parquet", "--limit", "5"],
-                          cwd=root, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "predict.py", "data/raw/claims.parquet", "--limit", "5"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip()

@@ -72,11 +72,15 @@ def fates(doc) -> dict:
 
 # -- dag ---------------------------------------------------------------------------------
 
+
 def test_dag_json_has_every_stage_edge_and_fate_and_marks_stale_after_a_change(pipe):
     doc = run_json(pipe, "dag", "--format", "json")
     assert doc["schema"] == 1 and set(fates(doc).values()) == {"skip"}
-    assert {(e["from"], e["to"]) for e in doc["edges"]} == \
-        {("prepare", "train"), ("prepare", "evaluate"), ("train", "evaluate")}
+    assert {(e["from"], e["to"]) for e in doc["edges"]} == {
+        ("prepare", "train"),
+        ("prepare", "evaluate"),
+        ("train", "evaluate"),
+    }
     pipe.write({"params.yaml": PARAMS_DEPTH_4})
     doc = run_json(pipe, "dag", "--json")
     assert fates(doc) == {"prepare": "skip", "train": "run", "evaluate": "run", "other": "skip"}
@@ -97,7 +101,9 @@ def test_dag_json_shows_restore_when_the_cache_has_the_run(pipe):
 def test_dag_text_draws_boxes_with_fates_legend_and_reasons(pipe):
     plain = pipe.run("dag")
     assert plain.code == 0
-    assert "│ ✓ prepare │" in plain.out and "▼" in plain.out and "●" not in plain.out.split("\n\n")[0]
+    assert (
+        "│ ✓ prepare │" in plain.out and "▼" in plain.out and "●" not in plain.out.split("\n\n")[0]
+    )
     pipe.write({"params.yaml": PARAMS_DEPTH_4})
     r = pipe.run("dag", "--direction", "right")
     drawing, legend = r.out.split("\n\n", 1)
@@ -153,12 +159,21 @@ def test_dag_outs_draws_artifacts_between_stages(pipe):
 def test_dag_output_files(pipe, tmp_path, monkeypatch):
     r = pipe.run("dag", "-o", "graph/dag.dot")
     assert r.code == 0 and (pipe.root / "graph/dag.dot").read_text().startswith("digraph")
-    assert json.loads((pipe.root / "graph/dag.json").read_text() if pipe.run("dag", "-o", "graph/dag.json").code == 0
-                      else "{}")["schema"] == 1
+    assert (
+        json.loads(
+            (pipe.root / "graph/dag.json").read_text()
+            if pipe.run("dag", "-o", "graph/dag.json").code == 0
+            else "{}"
+        )["schema"]
+        == 1
+    )
     monkeypatch.setenv("PATH", str(tmp_path))  # no Graphviz here
     r = pipe.run("dag", "-o", "dag.svg")
     assert r.code == 2 and r.err.count("\n") == 1
-    assert r.err.startswith("error: Graphviz's `dot` is not installed") and "apt install graphviz" in r.err
+    assert (
+        r.err.startswith("error: Graphviz's `dot` is not installed")
+        and "apt install graphviz" in r.err
+    )
     assert not (pipe.root / "dag.svg").exists()
 
 
@@ -169,16 +184,26 @@ def test_dag_renders_svg_through_graphviz(pipe):
     assert r.code == 0, r.err
     svg = (pipe.root / "dag.svg").read_text()
     assert "<svg" in svg and "would run" in svg
-    assert 'xlink:title="cmd changed&#10;param changed: train.depth 3 &#45;&gt; 4"' in svg  # reasons as tooltips
+    assert (
+        'xlink:title="cmd changed&#10;param changed: train.depth 3 &#45;&gt; 4"' in svg
+    )  # reasons as tooltips
 
 
 # -- lineage -------------------------------------------------------------------------------
 
+
 def test_lineage_reaches_the_sources_and_nothing_unrelated(pipe):
     doc = run_json(pipe, "lineage", "reports/scores.json")
     assert doc["stage"] == "evaluate" and doc["rev"] == "workspace" and not doc["out_of_date"]
-    assert list(doc["stages"])[0] == "evaluate" and set(doc["stages"]) == {"evaluate", "train", "prepare"}
-    assert doc["stages"]["evaluate"]["upstream"] == {"models/model.txt": ["train"], "data/clean.txt": ["prepare"]}
+    assert list(doc["stages"])[0] == "evaluate" and set(doc["stages"]) == {
+        "evaluate",
+        "train",
+        "prepare",
+    }
+    assert doc["stages"]["evaluate"]["upstream"] == {
+        "models/model.txt": ["train"],
+        "data/clean.txt": ["prepare"],
+    }
     assert doc["stages"]["train"]["params"] == {"train.depth": 3, "train.lr": 0.1}
     assert doc["stages"]["train"]["cmd"] == "sh train.sh 3 > models/model.txt"
     assert doc["stages"]["train"]["env"] == {"vars": {"MODE": None}}
@@ -204,7 +229,10 @@ def test_lineage_of_a_revision(pipe):
     pipe.commit_all("v2")
     old = run_json(pipe, "lineage", "models/model.txt", "--rev", "HEAD~1")
     assert old["rev"] == "HEAD~1" and old["stages"]["train"]["params"]["train.depth"] == 3
-    assert old["out_of_date"] and "param changed: train.depth 3 -> 4" in old["stages"]["train"]["reasons"]
+    assert (
+        old["out_of_date"]
+        and "param changed: train.depth 3 -> 4" in old["stages"]["train"]["reasons"]
+    )
     assert not old["stages"]["prepare"]["out_of_date"]
     now = run_json(pipe, "lineage", "models/model.txt")
     assert now["stages"]["train"]["params"]["train.depth"] == 4 and not now["out_of_date"]
@@ -212,14 +240,23 @@ def test_lineage_of_a_revision(pipe):
 
 def test_lineage_of_a_source_or_unknown_path_is_an_error(pipe):
     r = pipe.run("lineage", "data/raw.txt")
-    assert r.code == 2 and r.err == "error: no stage in the lockfile made 'data/raw.txt' (a source file, or not built yet)\n"
+    assert (
+        r.code == 2
+        and r.err
+        == "error: no stage in the lockfile made 'data/raw.txt' (a source file, or not built yet)\n"
+    )
 
 
 # -- diff ------------------------------------------------------------------------------------
 
+
 def test_diff_between_two_commits(pipe):
-    pipe.write({"params.yaml": PARAMS_DEPTH_4,
-                "reprobuild.yaml": PIPELINE["reprobuild.yaml"].replace("other", "extra")})
+    pipe.write(
+        {
+            "params.yaml": PARAMS_DEPTH_4,
+            "reprobuild.yaml": PIPELINE["reprobuild.yaml"].replace("other", "extra"),
+        }
+    )
     pipe.write({"params.yaml": "train: {depth: 4, lr: 0.1}\nextra: {word: hi}\n"})
     assert pipe.run("build").code == 0
     pipe.commit_all("v2")
@@ -229,9 +266,14 @@ def test_diff_between_two_commits(pipe):
     assert sorted(doc["changed"]) == ["evaluate", "train"]
     train = doc["changed"]["train"]
     assert train["params"] == {"train.depth": {"old": 3, "new": 4}}
-    assert train["cmd"] == {"old": "sh train.sh 3 > models/model.txt", "new": "sh train.sh 4 > models/model.txt"}
-    assert set(train["outs"]) == {"models/model.txt"} and train["outs"]["models/model.txt"]["old"] != \
-        train["outs"]["models/model.txt"]["new"]
+    assert train["cmd"] == {
+        "old": "sh train.sh 3 > models/model.txt",
+        "new": "sh train.sh 4 > models/model.txt",
+    }
+    assert (
+        set(train["outs"]) == {"models/model.txt"}
+        and train["outs"]["models/model.txt"]["old"] != train["outs"]["models/model.txt"]["new"]
+    )
     assert set(doc["changed"]["evaluate"]) == {"key", "deps", "outs"}
     text = pipe.run("diff", "HEAD~1", "HEAD").out
     assert "added extra" in text and "removed other" in text and "changed train" in text
@@ -255,20 +297,32 @@ def test_a_revision_without_a_lockfile_has_no_stages(ws):
     assert ws.run("build").code == 0
     r = ws.run("diff")
     assert r.err == "warning: HEAD has no reprobuild.lock\n"
-    assert "added evaluate" in r.out and "4 added, 0 removed, 0 changed (HEAD -> workspace)" in r.out
+    assert (
+        "added evaluate" in r.out and "4 added, 0 removed, 0 changed (HEAD -> workspace)" in r.out
+    )
     assert run_json(ws, "diff")["warnings"] == ["HEAD has no reprobuild.lock"]
-    assert ws.run("lineage", "other.txt", "--rev", "HEAD").err == "error: HEAD has no reprobuild.lock\n"
+    assert (
+        ws.run("lineage", "other.txt", "--rev", "HEAD").err
+        == "error: HEAD has no reprobuild.lock\n"
+    )
 
 
 # -- metrics and params ------------------------------------------------------------------------
+
 
 def test_metrics_show_flattens_json_and_yaml(pipe):
     doc = run_json(pipe, "metrics", "show")
     assert doc["rev"] == "workspace" and doc["errors"] == []
     assert doc["metrics"] == {
         "reports/scores.json": {"score": 0.3, "detail.depth": 3, "detail.name": "m"},
-        "reports/summary.yaml": {"loss": 1.3, "confusion.0.0": 1, "confusion.0.1": 2, "confusion.1.0": 3,
-                                 "confusion.1.1": 3}}
+        "reports/summary.yaml": {
+            "loss": 1.3,
+            "confusion.0.0": 1,
+            "confusion.0.1": 2,
+            "confusion.1.0": 3,
+            "confusion.1.1": 3,
+        },
+    }
     table = pipe.run("metrics", "show").out.splitlines()
     assert table[0].split() == ["path", "metric", "value"]
     assert ["reports/scores.json", "detail.depth", "3"] in [line.split() for line in table]
@@ -281,10 +335,15 @@ def test_metrics_diff_between_revisions_reads_the_cache(pipe):
     doc = run_json(pipe, "metrics", "diff", "HEAD~1", "HEAD")
     assert doc["errors"] == []
     assert doc["metrics"] == {
-        "reports/scores.json": {"score": {"old": 0.3, "new": 0.4, "change": 0.1},
-                                "detail.depth": {"old": 3, "new": 4, "change": 1}},
-        "reports/summary.yaml": {"loss": {"old": 1.3, "new": 1.4, "change": 0.1},
-                                 "confusion.1.1": {"old": 3, "new": 4, "change": 1}}}
+        "reports/scores.json": {
+            "score": {"old": 0.3, "new": 0.4, "change": 0.1},
+            "detail.depth": {"old": 3, "new": 4, "change": 1},
+        },
+        "reports/summary.yaml": {
+            "loss": {"old": 1.3, "new": 1.4, "change": 0.1},
+            "confusion.1.1": {"old": 3, "new": 4, "change": 1},
+        },
+    }
     text = pipe.run("metrics", "diff", "HEAD~1").out.splitlines()
     assert text[0].split() == ["path", "metric", "HEAD~1", "workspace", "change"]
     assert text[1].split() == ["reports/scores.json", "detail.depth", "3", "4", "+1"]
@@ -322,20 +381,33 @@ def test_params_diff_against_the_params_files_now_and_between_commits(pipe):
 
 # -- errors -------------------------------------------------------------------------------
 
+
 def test_revisions_need_git(tmp_path, capsys):
     plain = Workspace(tmp_path / "plain", capsys)
     (tmp_path / "plain").mkdir()
     plain.write(PIPELINE)
     assert plain.run("build").code == 0
-    for args in (["diff"], ["metrics", "diff"], ["params", "diff"], ["lineage", "other.txt", "--rev", "HEAD"],
-                 ["metrics", "show", "--rev", "HEAD"]):
+    for args in (
+        ["diff"],
+        ["metrics", "diff"],
+        ["params", "diff"],
+        ["lineage", "other.txt", "--rev", "HEAD"],
+        ["metrics", "show", "--rev", "HEAD"],
+    ):
         r = plain.run(*args)
         assert r.code == 2, args
-        assert r.err.startswith("error: ") and r.err.count("\n") == 1 and "not in a git repository" in r.err
+        assert (
+            r.err.startswith("error: ")
+            and r.err.count("\n") == 1
+            and "not in a git repository" in r.err
+        )
     assert plain.run("metrics", "show").code == 0 and plain.run("lineage", "other.txt").code == 0
 
 
 def test_unknown_revision_is_one_line(pipe):
     r = pipe.run("diff", "no-such-rev")
     assert (r.code, r.err) == (2, "error: unknown git revision 'no-such-rev'\n")
-    assert pipe.run("metrics").code == 2 and "usage: reprobuild metrics show" in pipe.run("metrics").err
+    assert (
+        pipe.run("metrics").code == 2
+        and "usage: reprobuild metrics show" in pipe.run("metrics").err
+    )

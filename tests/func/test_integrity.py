@@ -41,8 +41,11 @@ PIPE = {
         """,
 }
 
-POINTS = [f"{what}:{step}" for what in ("object", "run-record", "manifest", "lockfile", "statcache")
-          for step in ("tmp-written", "renamed")]
+POINTS = [
+    f"{what}:{step}"
+    for what in ("object", "run-record", "manifest", "lockfile", "statcache")
+    for step in ("tmp-written", "renamed")
+]
 
 
 def assert_consistent(ws):
@@ -69,7 +72,9 @@ def test_kill_at_every_write_leaves_old_or_new_state(ws, point):
     assert_consistent(ws)
 
 
-@pytest.mark.parametrize("point", ["object:tmp-written", "lockfile:tmp-written", "run-record:tmp-written"])
+@pytest.mark.parametrize(
+    "point", ["object:tmp-written", "lockfile:tmp-written", "run-record:tmp-written"]
+)
 def test_disk_full_is_a_clear_error_and_loses_nothing(ws, point):
     ws.write(PIPE)
     ws.run("build")
@@ -88,10 +93,21 @@ def test_disk_full_is_a_clear_error_and_loses_nothing(ws, point):
 
 def test_kill_9_mid_stage(ws):
     ws.write(PIPE)
-    ws.write({"reprobuild.yaml": ws.read("reprobuild.yaml").replace(
-        "cmd: python make.py folder ${n} dir", "cmd: python make.py folder ${n} dir && sleep 61.37")})
-    proc = subprocess.Popen([sys.executable, "-m", "reprobuild", "build"], cwd=ws.root,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    ws.write(
+        {
+            "reprobuild.yaml": ws.read("reprobuild.yaml").replace(
+                "cmd: python make.py folder ${n} dir",
+                "cmd: python make.py folder ${n} dir && sleep 61.37",
+            )
+        }
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reprobuild", "build"],
+        cwd=ws.root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 20
     while not (ws.root / "dir/b.txt").exists():
         assert time.time() < deadline
@@ -110,18 +126,31 @@ def test_kill_9_mid_stage(ws):
 
 
 def test_dep_changed_while_running_is_not_recorded(ws):
-    ws.write({"reprobuild.yaml": "stages:\n  s:\n    cmd: cat in.txt > out.txt && echo more >> in.txt\n"
-                                 "    deps: [in.txt]\n    outs: [out.txt]\n",
-              "in.txt": "data\n"})
+    ws.write(
+        {
+            "reprobuild.yaml": "stages:\n  s:\n    cmd: cat in.txt > out.txt && echo more >> in.txt\n"
+            "    deps: [in.txt]\n    outs: [out.txt]\n",
+            "in.txt": "data\n",
+        }
+    )
     r = ws.run("build")
     assert r.code == 1 and "inputs changed while it ran (dep changed: in.txt)" in r.err
     assert not (ws.root / "reprobuild.lock").exists() or "s:" not in ws.read("reprobuild.lock")
 
 
 def test_gc_during_build_waits_and_keeps_its_objects(ws):
-    ws.write({"reprobuild.yaml": "stages:\n  s:\n    cmd: sleep 2 && echo x > out.txt\n    outs: [out.txt]\n"})
-    build = subprocess.Popen([sys.executable, "-m", "reprobuild", "build"], cwd=ws.root,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ws.write(
+        {
+            "reprobuild.yaml": "stages:\n  s:\n    cmd: sleep 2 && echo x > out.txt\n    outs: [out.txt]\n"
+        }
+    )
+    build = subprocess.Popen(
+        [sys.executable, "-m", "reprobuild", "build"],
+        cwd=ws.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 10
     while not (ws.root / "cache/lock").exists():
         assert time.time() < deadline
@@ -141,8 +170,15 @@ def test_two_workspaces_share_one_cache(tmp_path, capsys):
     roots = [tmp_path / "a", tmp_path / "b"]
     for root in roots:
         write_tree(root, PIPE)
-    procs = [subprocess.Popen([sys.executable, "-m", "reprobuild", "--cache-dir", str(cache), "build"],
-                              cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for root in roots]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "reprobuild", "--cache-dir", str(cache), "build"],
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for root in roots
+    ]
     assert [p.wait(timeout=60) for p in procs] == [0, 0]
     assert (roots[0] / "reprobuild.lock").read_text() == (roots[1] / "reprobuild.lock").read_text()
     ws = Workspace(roots[0], capsys)
@@ -155,11 +191,16 @@ def test_two_workspaces_share_one_cache(tmp_path, capsys):
 
 def test_verify_passes_deterministic_and_names_nondeterministic(ws):
     ws.write(PIPE)
-    ws.write({"reprobuild.yaml": ws.read("reprobuild.yaml") + """\
+    ws.write(
+        {
+            "reprobuild.yaml": ws.read("reprobuild.yaml")
+            + """\
   noisy:
     cmd: python -c "import os; open('noisy.txt','w').write('run ' + os.urandom(4).hex() + '\\\\n')"
     outs: [noisy.txt]
-"""})
+"""
+        }
+    )
     assert ws.run("build").code == 0
     before = ws.read("reprobuild.lock")
     r = ws.run("verify", "first", "folder", "last")
@@ -184,15 +225,21 @@ def test_verify_calls_stale_stages_unverifiable_not_nondeterministic(ws):
     ws.run("build")
     ws.write({"params.yaml": "n: 7\n"})
     r = ws.run("verify", "first")
-    assert r.code == 1 and "UNVERIFIABLE  first: stale (cmd changed, param changed: n 1 -> 7)" in r.out
+    assert (
+        r.code == 1 and "UNVERIFIABLE  first: stale (cmd changed, param changed: n 1 -> 7)" in r.out
+    )
     assert "DIFFERS" not in r.out
 
 
 def test_verify_copies_a_custom_params_file(ws):
-    ws.write({"reprobuild.yaml": "params: conf.yaml\nstages:\n  s:\n    cmd: python read.py\n"
-                                 "    params: [k]\n    outs: [o.txt]\n",
-              "conf.yaml": "k: 5\n",
-              "read.py": "open('o.txt', 'w').write(open('conf.yaml').read())\n"})
+    ws.write(
+        {
+            "reprobuild.yaml": "params: conf.yaml\nstages:\n  s:\n    cmd: python read.py\n"
+            "    params: [k]\n    outs: [o.txt]\n",
+            "conf.yaml": "k: 5\n",
+            "read.py": "open('o.txt', 'w').write(open('conf.yaml').read())\n",
+        }
+    )
     assert ws.run("build").code == 0
     r = ws.run("verify")
     assert r.code == 0, r.out
@@ -200,18 +247,29 @@ def test_verify_copies_a_custom_params_file(ws):
 
 def test_python_package_dep_folder_is_not_changed_by_bytecode(ws, monkeypatch):
     monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
-    ws.write({"reprobuild.yaml": "stages:\n  s:\n    cmd: python -m src.train\n    deps: [src/]\n    outs: [o]\n",
-              "src/__init__.py": "", "src/helper.py": "X = 1\n",
-              "src/train.py": "from src.helper import X\nopen('o', 'w').write(str(X))\n"})
-    r = ws.run_process("build", env={k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"})
+    ws.write(
+        {
+            "reprobuild.yaml": "stages:\n  s:\n    cmd: python -m src.train\n    deps: [src/]\n    outs: [o]\n",
+            "src/__init__.py": "",
+            "src/helper.py": "X = 1\n",
+            "src/train.py": "from src.helper import X\nopen('o', 'w').write(str(X))\n",
+        }
+    )
+    r = ws.run_process(
+        "build", env={k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    )
     assert r.returncode == 0, r.stderr
     assert (ws.root / "src/__pycache__").exists()
     assert ws.run("status", "--check").code == 0
 
 
 def test_dangling_symlink_and_loop_in_a_folder_dep(ws):
-    ws.write({"reprobuild.yaml": "stages:\n  s:\n    cmd: ls d > o\n    deps: [d/]\n    outs: [o]\n",
-              "d/real.txt": "x"})
+    ws.write(
+        {
+            "reprobuild.yaml": "stages:\n  s:\n    cmd: ls d > o\n    deps: [d/]\n    outs: [o]\n",
+            "d/real.txt": "x",
+        }
+    )
     os.symlink("missing-target", ws.root / "d/dangling")
     os.symlink(".", ws.root / "d/loop")
     r = ws.run("build")

@@ -80,8 +80,14 @@ def test_same_lockfile_for_j1_j4_and_dask(ws):
 
 def test_keep_going_under_parallel(ws):
     ws.write(PIPE)
-    ws.write({"reprobuild.yaml": ws.read("reprobuild.yaml").replace(
-        "echo ${item} > 'out/${item}.txt'", "test ${item} != 3 && echo ${item} > 'out/${item}.txt'")})
+    ws.write(
+        {
+            "reprobuild.yaml": ws.read("reprobuild.yaml").replace(
+                "echo ${item} > 'out/${item}.txt'",
+                "test ${item} != 3 && echo ${item} > 'out/${item}.txt'",
+            )
+        }
+    )
     r = ws.run("build", "-j", "2", "-k")
     assert r.code == 1
     ran = stages_run(r)
@@ -94,15 +100,28 @@ def test_keep_going_under_parallel(ws):
 
 def test_interrupt_stops_cleanly_and_rebuild_finishes(ws):
     ws.write(PIPE)
-    ws.write({"params.yaml": "pause: 29.71\n", "reprobuild.yaml": ws.read("reprobuild.yaml").replace("stages:\n", """\
+    ws.write(
+        {
+            "params.yaml": "pause: 29.71\n",
+            "reprobuild.yaml": ws.read("reprobuild.yaml").replace(
+                "stages:\n",
+                """\
 stages:
   quick:
     cmd: echo quick > quick.txt
     outs: [quick.txt]
-""")})
-    proc = subprocess.Popen([sys.executable, "-m", "reprobuild", "build", "-j", "2", "quick", "work"],
-                            cwd=ws.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+""",
+            ),
+        }
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reprobuild", "build", "-j", "2", "quick", "work"],
+        cwd=ws.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.time() + 20
     while not ((ws.root / "times.log").exists() and ws.read("times.log").count("start") >= 1):
         assert time.time() < deadline, "stages never started"
@@ -126,7 +145,9 @@ stages:
 
 def test_killed_dask_worker_fails_the_stage_cleanly(ws):
     pytest.importorskip("distributed")
-    ws.write({"reprobuild.yaml": """\
+    ws.write(
+        {
+            "reprobuild.yaml": """\
         stages:
           killer:
             cmd: kill -9 $PPID; sleep 5; echo never > k.txt
@@ -134,7 +155,9 @@ def test_killed_dask_worker_fails_the_stage_cleanly(ws):
           fine:
             cmd: echo ok > ok.txt
             outs: [ok.txt]
-        """})
+        """
+        }
+    )
     start = time.time()
     r = ws.run_process("build", "--executor", "dask", "-j", "2", "-k", timeout=120)
     assert r.returncode == 1, r.stderr
@@ -145,16 +168,26 @@ def test_killed_dask_worker_fails_the_stage_cleanly(ws):
 
 def test_resources_cpus_count_against_jobs(ws):
     ws.write({**PIPE, "params.yaml": "pause: 0.4\n"})
-    ws.write({"reprobuild.yaml": ws.read("reprobuild.yaml").replace(
-        "      outs: ['out/${item}.txt']", "      outs: ['out/${item}.txt']\n      resources: {cpus: 2}")})
+    ws.write(
+        {
+            "reprobuild.yaml": ws.read("reprobuild.yaml").replace(
+                "      outs: ['out/${item}.txt']",
+                "      outs: ['out/${item}.txt']\n      resources: {cpus: 2}",
+            )
+        }
+    )
     assert ws.run("build", "-j", "2").code == 0
     t = times(ws)
     spans = sorted((t[("start", f"work@{i}")], t[("end", f"work@{i}")]) for i in range(1, 5))
-    assert all(prev_end <= start for (_, prev_end), (start, _) in zip(spans, spans[1:]))  # one at a time
+    assert all(
+        prev_end <= start for (_, prev_end), (start, _) in zip(spans, spans[1:], strict=False)
+    )  # one at a time
 
 
 def test_failed_stage_log_tail_shown_at_the_end(ws):
-    ws.write({"reprobuild.yaml": """\
+    ws.write(
+        {
+            "reprobuild.yaml": """\
         stages:
           bad:
             cmd: echo "the reason it broke"; exit 4
@@ -162,36 +195,56 @@ def test_failed_stage_log_tail_shown_at_the_end(ws):
           good:
             cmd: echo fine > g.txt
             outs: [g.txt]
-        """})
+        """
+        }
+    )
     r = ws.run("build", "-j", "2", "-k")
     assert r.code == 1
     assert "command exited with 4" in r.err
-    assert "last lines of bad's log" in r.err and "the reason it broke" in r.err.split("last lines")[1]
+    assert (
+        "last lines of bad's log" in r.err and "the reason it broke" in r.err.split("last lines")[1]
+    )
     assert (ws.root / ".reprobuild/logs/bad.log").read_text() == "the reason it broke\n"
 
 
 def test_external_dask_scheduler(ws):
     distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                                  dashboard_address=None) as cluster:
-        ws.write({"reprobuild.yaml": "stages:\n  s:\n    cmd: echo hi > s.txt\n    outs: [s.txt]\n"})
-        r = ws.run_process("build", "--executor", "dask", "--scheduler", cluster.scheduler_address, timeout=60)
+    with distributed.LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        ws.write(
+            {"reprobuild.yaml": "stages:\n  s:\n    cmd: echo hi > s.txt\n    outs: [s.txt]\n"}
+        )
+        r = ws.run_process(
+            "build", "--executor", "dask", "--scheduler", cluster.scheduler_address, timeout=60
+        )
         assert r.returncode == 0, r.stderr
         assert (ws.root / "s.txt").read_text() == "hi\n"
-        bad = ws.run_process("build", "--force", "--executor", "dask", "--scheduler", "tcp://127.0.0.1:1",
-                             timeout=60)
+        bad = ws.run_process(
+            "build", "--force", "--executor", "dask", "--scheduler", "tcp://127.0.0.1:1", timeout=60
+        )
         assert bad.returncode == 2 and "cannot reach the Dask scheduler" in bad.stderr
 
 
 def test_second_interrupt_kills_a_stage_that_ignores_sigterm(ws):
-    ws.write({"reprobuild.yaml": """\
+    ws.write(
+        {
+            "reprobuild.yaml": """\
         stages:
           stubborn:
             cmd: trap '' TERM; echo started > started.txt; sleep 28.93; echo late > s.txt
             outs: [s.txt]
-        """})
-    proc = subprocess.Popen([sys.executable, "-m", "reprobuild", "build"], cwd=ws.root,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        """
+        }
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reprobuild", "build"],
+        cwd=ws.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.time() + 20
     while not (ws.root / "started.txt").exists():
         assert time.time() < deadline

@@ -10,8 +10,7 @@ import pytest
 import yaml
 
 from tests.conftest import Workspace, git, stages_restored, stages_run
-from tests.s3server import (assert_remote_usable, remote_files, remote_fs, remote_url, s3_bucket,  # noqa: F401
-                            s3_endpoint, s3_env)
+from tests.s3server import assert_remote_usable, remote_files, remote_fs
 
 pytest.importorskip("fsspec", reason="remotes need fsspec (pip install -e '.[test]' brings it)")
 
@@ -73,10 +72,14 @@ def same_outputs(a: Workspace, b: Workspace) -> None:
 def test_push_then_build_pull_in_a_clone_runs_nothing(built, remote_url):
     r = built.run("push", "--remote", remote_url)
     assert r.code == 0, r.err
-    assert "pushed 7 objects" in r.out and "2 run records" in r.out  # 5 files, 1 manifest, total.txt
+    assert (
+        "pushed 7 objects" in r.out and "2 run records" in r.out
+    )  # 5 files, 1 manifest, total.txt
     assert assert_remote_usable(remote_url) == 2
     again = built.run("push", "--remote", remote_url)
-    assert again.code == 0 and "pushed 0 objects" in again.out and "9 were already there" in again.out
+    assert (
+        again.code == 0 and "pushed 0 objects" in again.out and "9 were already there" in again.out
+    )
 
     other = clone(built)
     r = other.run("build", "--pull", "--remote", remote_url)
@@ -121,7 +124,9 @@ def test_push_of_a_target_pushes_it_and_its_upstream(built, tmp_path):
 
 def test_tampered_object_is_refused_and_the_stage_rebuilt(built, remote_url, caplog):
     built.run("push", "--remote", remote_url)
-    digest = yaml.safe_load(built.read("reprobuild.lock"))["stages"]["make"]["outs"]["single.txt"]["hash"]
+    digest = yaml.safe_load(built.read("reprobuild.lock"))["stages"]["make"]["outs"]["single.txt"][
+        "hash"
+    ]
     fs, root = remote_fs(remote_url)
     fs.pipe_file(f"{root}/objects/{digest[:2]}/{digest[2:]}", b"evil\n")
 
@@ -235,7 +240,9 @@ def test_stray_temp_files_on_a_folder_remote_are_harmless(built, tmp_path):
 
 def test_remote_precedence_cli_then_env_then_pipeline_file(built, tmp_path, monkeypatch):
     """`remote:` relative to the pipeline's folder; REPROBUILD_REMOTE over it; --remote over both."""
-    (built.root / "reprobuild.yaml").write_text(built.read("reprobuild.yaml") + "remote: ../by-file\n")
+    (built.root / "reprobuild.yaml").write_text(
+        built.read("reprobuild.yaml") + "remote: ../by-file\n"
+    )
     built.commit_all("remote")
     assert built.run("push").code == 0
     assert (tmp_path / "by-file" / "runs").is_dir()
@@ -295,7 +302,9 @@ def test_missing_s3_backend_names_the_extra(built, monkeypatch):
     import importlib
     import sys
 
-    registry = importlib.import_module("fsspec.registry")  # the module; `fsspec.registry` is a mapping
+    registry = importlib.import_module(
+        "fsspec.registry"
+    )  # the module; `fsspec.registry` is a mapping
     monkeypatch.setitem(sys.modules, "s3fs", None)
     monkeypatch.delitem(registry._registry, "s3", raising=False)
     r = built.run("push", "--remote", "s3://bucket/cache")
@@ -322,7 +331,11 @@ def test_status_does_not_import_fsspec(built):
     import subprocess
     import sys
 
-    code = ("import sys; from reprobuild.cli.main import main; main(['status']); "
-            "assert 'fsspec' not in sys.modules and 'reprobuild.remote' not in sys.modules, 'imported'")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=built.root, capture_output=True, text=True)
+    code = (
+        "import sys; from reprobuild.cli.main import main; main(['status']); "
+        "assert 'fsspec' not in sys.modules and 'reprobuild.remote' not in sys.modules, 'imported'"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=built.root, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr

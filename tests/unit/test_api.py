@@ -10,23 +10,38 @@ HEAVY = re.compile(r"\b(polars|sklearn|dask|distributed|fsspec|s3fs|pandas|numpy
 
 
 def test_public_api_is_pinned():
-    assert sorted(reprobuild.__all__) == sorted([
-        "__version__", "BuildOptions", "Project", "build", "plan", "checkout", "commit",
-        "Reporter", "ReprobuildError"])
+    assert sorted(reprobuild.__all__) == sorted(
+        [
+            "__version__",
+            "BuildOptions",
+            "Project",
+            "build",
+            "plan",
+            "checkout",
+            "commit",
+            "Reporter",
+            "ReprobuildError",
+        ]
+    )
     assert callable(reprobuild.build) and callable(reprobuild.plan)
     assert issubclass(reprobuild.ReprobuildError, Exception)
     assert reprobuild.BuildOptions().jobs == 1
 
 
 def imported_by(args, cwd):
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "reprobuild", *args],
-                          cwd=cwd, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "reprobuild", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+    )
     return set(HEAVY.findall(proc.stderr)), proc
 
 
 def test_help_and_noop_status_stay_light(tmp_path):
     (tmp_path / "reprobuild.yaml").write_text(
-        "env: {packages: [numpy]}\nstages:\n  s:\n    cmd: echo > o\n    outs: [o]\n")
+        "env: {packages: [numpy]}\nstages:\n  s:\n    cmd: echo > o\n    outs: [o]\n"
+    )
     heavy, proc = imported_by(["--help"], tmp_path)
     assert proc.returncode == 0 and heavy == set()
     subprocess.run([sys.executable, "-m", "reprobuild", "build", "-q"], cwd=tmp_path, check=True)

@@ -43,8 +43,12 @@ def traced_edges(text: str, labels: list[str], direction: str) -> set[tuple[str,
         for label, (lr, lc, w) in at.items():
             if direction == "down" and r + 1 == lr - 1 and lc <= c < lc + w:
                 return label
-            if direction == "right" and c + 1 == lc and lr <= r and \
-                    all(grid[x][lc] == "│" for x in range(lr, r + 1)):  # the box's left side
+            if (
+                direction == "right"
+                and c + 1 == lc
+                and lr <= r
+                and all(grid[x][lc] == "│" for x in range(lr, r + 1))
+            ):  # the box's left side
                 return label
         raise AssertionError(f"arrow at {r},{c} points at no box")
 
@@ -54,8 +58,13 @@ def traced_edges(text: str, labels: list[str], direction: str) -> set[tuple[str,
         if direction == "down":
             todo = [((r + 2, x), "S") for x in range(c, c + w) if grid[r + 1][x] == "┬"]
         else:
-            todo = [((x, c + w), "E") for x in range(r - 1, r + 9)
-                    if x < len(grid) and grid[x][c + w - 1] == "├" and all(grid[y][c + w - 1] in "│├" for y in range(r, x))]
+            todo = [
+                ((x, c + w), "E")
+                for x in range(r - 1, r + 9)
+                if x < len(grid)
+                and grid[x][c + w - 1] == "├"
+                and all(grid[y][c + w - 1] in "│├" for y in range(r, x))
+            ]
         seen = set()
         while todo:
             (cell, heading) = state = todo.pop()
@@ -63,7 +72,9 @@ def traced_edges(text: str, labels: list[str], direction: str) -> set[tuple[str,
                 continue
             seen.add(state)
             ch = grid[cell[0]][cell[1]]
-            assert 0 <= cell[0] < len(grid) and 0 <= cell[1] < width, f"a line runs off the drawing at {cell}"
+            assert 0 <= cell[0] < len(grid) and 0 <= cell[1] < width, (
+                f"a line runs off the drawing at {cell}"
+            )
             if ch == arrow:
                 edges.add((label, target(*cell)))
                 continue
@@ -71,7 +82,11 @@ def traced_edges(text: str, labels: list[str], direction: str) -> set[tuple[str,
             if not bits & DIRS[opposite[heading]][0]:  # a crossing: this line jumps it
                 turns = [heading]
             else:
-                turns = [name for name, (bit, _, _) in DIRS.items() if bits & bit and name not in (back, opposite[heading])]
+                turns = [
+                    name
+                    for name, (bit, _, _) in DIRS.items()
+                    if bits & bit and name not in (back, opposite[heading])
+                ]
             for name in turns:
                 _, dr, dc = DIRS[name]
                 todo.append(((cell[0] + dr, cell[1] + dc), name))
@@ -102,7 +117,13 @@ def test_drawn_edges_are_exactly_the_graph(shape, direction):
 def test_a_larger_random_graph_reads_exactly(seed):
     rng = random.Random(seed)
     names = [f"stage{i:02d}" for i in range(34)]
-    edges = sorted({(names[rng.randrange(i)], names[i]) for i in range(1, 34) for _ in range(rng.randint(1, 2))})
+    edges = sorted(
+        {
+            (names[rng.randrange(i)], names[i])
+            for i in range(1, 34)
+            for _ in range(rng.randint(1, 2))
+        }
+    )
     for direction in ("down", "right"):
         drawing = draw([Node(n, n) for n in names], edges, direction)
         seen = traced_edges(drawing.text(), names, direction)
@@ -111,9 +132,17 @@ def test_a_larger_random_graph_reads_exactly(seed):
 
 def test_foreach_chains_draw_straight_and_fan_in_shares_one_line():
     models = ["logreg", "forest", "boosting"]
-    nodes = ["featurize"] + [f"train@{m}" for m in models] + [f"evaluate@{m}" for m in models] + ["select"]
-    edges = [("featurize", f"train@{m}") for m in models] + [(f"train@{m}", f"evaluate@{m}") for m in models] \
+    nodes = (
+        ["featurize"]
+        + [f"train@{m}" for m in models]
+        + [f"evaluate@{m}" for m in models]
+        + ["select"]
+    )
+    edges = (
+        [("featurize", f"train@{m}") for m in models]
+        + [(f"train@{m}", f"evaluate@{m}") for m in models]
         + [(f"evaluate@{m}", "select") for m in models]
+    )
     drawing = draw([Node(n, n) for n in nodes], edges, "right")
     lines = drawing.text().splitlines()
     for m in models:  # train@m and evaluate@m on one line, joined by a straight arrow
@@ -128,12 +157,18 @@ def test_auto_direction_goes_down_when_it_fits_else_right():
     wide = [Node(f"train@model-{i}", f"train@model-{i}") for i in range(8)]
     drawing = draw([Node("prep", "prep"), *wide], [("prep", n.id) for n in wide], "auto", width=80)
     assert drawing.direction == "right"
-    assert drawing.width < 80 < draw([Node("prep", "prep"), *wide], [("prep", n.id) for n in wide], "down").width
+    assert (
+        drawing.width
+        < 80
+        < draw([Node("prep", "prep"), *wide], [("prep", n.id) for n in wide], "down").width
+    )
 
 
 def test_styles_cover_the_boxes():
     drawing = draw([Node("a", "a", style="yellow"), Node("b", "b")], [("a", "b")], "down")
-    styled = [(i, a, b) for i, spans in enumerate(drawing.styles) for a, b, s in spans if s == "yellow"]
+    styled = [
+        (i, a, b) for i, spans in enumerate(drawing.styles) for a, b, s in spans if s == "yellow"
+    ]
     assert [i for i, _, _ in styled] == [0, 1, 2]
     assert "yellow" in str(drawing.rich().spans)
 
@@ -156,28 +191,52 @@ def test_crossings_counts_inversions():
 
 
 def test_place_keeps_order_and_gaps_and_is_nearest():
-    assert place([3, 3], [10, 10], [1, 1], 1) == [8, 12]   # both want 10: split evenly
-    assert place([3, 3], [0, 20], [1, 1], 1) == [0, 20]    # room enough: exactly where wanted
-    assert place([3, 3], [10, 0], [5, 1], 1) == [8, 12]     # crossed wishes: the heavy one moves less
+    assert place([3, 3], [10, 10], [1, 1], 1) == [8, 12]  # both want 10: split evenly
+    assert place([3, 3], [0, 20], [1, 1], 1) == [0, 20]  # room enough: exactly where wanted
+    assert place([3, 3], [10, 0], [5, 1], 1) == [8, 12]  # crossed wishes: the heavy one moves less
 
 
 # -- formats -----------------------------------------------------------------------------
 
-VIEW = {"schema": 1, "nodes": [
-    {"id": "prep", "kind": "stage", "fate": "skip", "stale": False, "reasons": [], "desc": "", "outs": ["d.txt"]},
-    {"id": "train@a", "kind": "stage", "fate": "run", "stale": True, "reasons": ['param changed: x "1" -> 2'],
-     "desc": "", "outs": ["m.txt"]},
-], "edges": [{"from": "prep", "to": "train@a"}]}
+VIEW = {
+    "schema": 1,
+    "nodes": [
+        {
+            "id": "prep",
+            "kind": "stage",
+            "fate": "skip",
+            "stale": False,
+            "reasons": [],
+            "desc": "",
+            "outs": ["d.txt"],
+        },
+        {
+            "id": "train@a",
+            "kind": "stage",
+            "fate": "run",
+            "stale": True,
+            "reasons": ['param changed: x "1" -> 2'],
+            "desc": "",
+            "outs": ["m.txt"],
+        },
+    ],
+    "edges": [{"from": "prep", "to": "train@a"}],
+}
 
 
 def test_dot_quotes_names_and_keeps_fates():
     pydot = pytest.importorskip("pydot")
     graph = pydot.graph_from_dot_data(dag.to_dot(VIEW))[0]
-    nodes = {n.get_name().strip('"'): n for n in graph.get_nodes() if n.get_name() not in ("node", "edge")}
+    nodes = {
+        n.get_name().strip('"'): n
+        for n in graph.get_nodes()
+        if n.get_name() not in ("node", "edge")
+    }
     assert set(nodes) == {"prep", "train@a"}
     assert nodes["train@a"].get("fate").strip('"') == "run"
-    assert [(e.get_source().strip('"'), e.get_destination().strip('"')) for e in graph.get_edges()] == \
-        [("prep", "train@a")]
+    assert [
+        (e.get_source().strip('"'), e.get_destination().strip('"')) for e in graph.get_edges()
+    ] == [("prep", "train@a")]
 
 
 def test_mermaid_escapes_labels_and_keeps_reasons_as_comments():

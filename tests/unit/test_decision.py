@@ -5,9 +5,15 @@ from reprobuild.hashing import Meta
 
 
 def state(**over):
-    base = dict(cmd="python t.py", wdir=".", code={"t.py": Meta("a" * 32, 1)},
-                deps={"d.csv": Meta("b" * 32, 2)}, params={"x": 1}, env={"python": "CPython 3.11.7"},
-                outs_declared=["m.pkl"])
+    base = dict(
+        cmd="python t.py",
+        wdir=".",
+        code={"t.py": Meta("a" * 32, 1)},
+        deps={"d.csv": Meta("b" * 32, 2)},
+        params={"x": 1},
+        env={"python": "CPython 3.11.7"},
+        outs_declared=["m.pkl"],
+    )
     base.update(over)
     return State(**base)
 
@@ -35,9 +41,20 @@ def test_nan_and_int_keys_compare_as_the_key_does():
     from reprobuild.pipeline import EnvSpec, Stage
 
     stage = Stage("s", ("x",), ".", (), (), (), {}, EnvSpec())
-    s = state(cmd="x", code={}, deps={}, params={"nan": float("nan"), "layers": {1: 64}}, env={},
-              outs_declared=[])
-    locked = {"key": s.key, "cmd": "x", "params": {"nan": float("nan"), "layers": {"1": 64}}, "env": {}}
+    s = state(
+        cmd="x",
+        code={},
+        deps={},
+        params={"nan": float("nan"), "layers": {1: 64}},
+        env={},
+        outs_declared=[],
+    )
+    locked = {
+        "key": s.key,
+        "cmd": "x",
+        "params": {"nan": float("nan"), "layers": {"1": 64}},
+        "env": {},
+    }
     assert input_reasons(stage, locked, s, []) == []
 
 

@@ -10,8 +10,13 @@ from reprobuild.errors import UsageError
 
 def entry(deps=(), outs=(), code=()):
     meta = {"hash": "0" * 32, "size": 1}
-    return {"key": "k", "cmd": "c", "code": {p: meta for p in code}, "deps": {p: meta for p in deps},
-            "outs": {p: meta for p in outs}}
+    return {
+        "key": "k",
+        "cmd": "c",
+        "code": {p: meta for p in code},
+        "deps": {p: meta for p in deps},
+        "outs": {p: meta for p in outs},
+    }
 
 
 ENTRIES = {
@@ -27,7 +32,9 @@ def test_a_diamond_is_traced_once_per_stage_down_to_the_sources(tmp_path):
     found = lineage.trace("joined.txt", ENTRIES, "workspace", str(tmp_path))
     assert found.stage == "join"
     assert list(found.stages) == ["join", "left", "right", "raw"]
-    assert found.stages["left"]["upstream"] == {"data/raw/a.csv": ["raw"]}   # a file inside an out folder
+    assert found.stages["left"]["upstream"] == {
+        "data/raw/a.csv": ["raw"]
+    }  # a file inside an out folder
     assert found.stages["right"]["upstream"] == {"data/raw/": ["raw"]}
     assert set(found.sources) == {"src.csv", "left.py"}
     assert "unrelated" not in found.stages

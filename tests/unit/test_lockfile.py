@@ -17,8 +17,11 @@ def test_round_trip_and_fixed_order(tmp_path):
     text = path.read_text()
     assert text.index("  a:") < text.index("  train:")
     body = text.split("  train:")[1]
-    assert [l.split(":")[0].strip() for l in body.splitlines() if l.startswith("    ") and not l.startswith("     ")] \
-        == ["key", "cmd", "deps", "params", "env", "outs"]
+    assert [
+        line.split(":")[0].strip()
+        for line in body.splitlines()
+        if line.startswith("    ") and not line.startswith("     ")
+    ] == ["key", "cmd", "deps", "params", "env", "outs"]
     assert "m.pkl: {hash: " + "b" * 32 + ", size: 3}" in text
     stages, problem = lockfile.read(path)
     assert problem is None

@@ -16,18 +16,30 @@ def load(tmp_path, text, params="", files=None):
 
 
 def test_params_sections_flatten_and_templated_params_are_tracked(tmp_path):
-    p = load(tmp_path, """
+    p = load(
+        tmp_path,
+        """
 stages:
   t:
     cmd: run --lr ${train.lr}
     params: [model, seed, {other.yaml: [k]}]
-""", params="seed: 1\nmodel: {depth: 3, kind: {name: rf}}\ntrain: {lr: 0.1}\n", files={"other.yaml": "k: v\n"})
-    assert p.stages["t"].params == {"model.depth": 3, "model.kind.name": "rf", "other.yaml:k": "v",
-                                    "seed": 1, "train.lr": 0.1}
+""",
+        params="seed: 1\nmodel: {depth: 3, kind: {name: rf}}\ntrain: {lr: 0.1}\n",
+        files={"other.yaml": "k: v\n"},
+    )
+    assert p.stages["t"].params == {
+        "model.depth": 3,
+        "model.kind.name": "rf",
+        "other.yaml:k": "v",
+        "seed": 1,
+        "train.lr": 0.1,
+    }
 
 
 def test_foreach_items_and_names(tmp_path):
-    p = load(tmp_path, """
+    p = load(
+        tmp_path,
+        """
 vars: {models: [lr, rf]}
 stages:
   train:
@@ -42,43 +54,60 @@ stages:
     do:
       cmd: ev ${item.name} ${item.k}
       outs: ['e/${item.name}']
-""")
+""",
+    )
     assert list(p.stages) == ["train@lr", "train@rf", "eval@0", "eval@1"]
     assert p.stages["eval@1"].cmd == ("ev b 2",)
     assert p.stages["train@rf"].outs[0].path == "m/rf.pkl"
 
 
 def test_wdir_paths_relative_to_pipeline(tmp_path):
-    p = load(tmp_path, "stages:\n  s:\n    wdir: sub\n    cmd: x\n    outs: [o.txt, ../top.txt]\n", files={"sub/.keep": ""})
+    p = load(
+        tmp_path,
+        "stages:\n  s:\n    wdir: sub\n    cmd: x\n    outs: [o.txt, ../top.txt]\n",
+        files={"sub/.keep": ""},
+    )
     assert [o.path for o in p.stages["s"].outs] == ["sub/o.txt", "top.txt"]
 
 
 def test_out_flags_and_metrics(tmp_path):
-    p = load(tmp_path, "stages:\n  s:\n    cmd: x\n    outs: [{big.bin: {cache: false, persist: true}}]\n    metrics: [m.json]\n")
+    p = load(
+        tmp_path,
+        "stages:\n  s:\n    cmd: x\n    outs: [{big.bin: {cache: false, persist: true}}]\n    metrics: [m.json]\n",
+    )
     big, m = p.stages["s"].outs
     assert (big.cache, big.persist, big.metric) == (False, True, False) and m.metric
 
 
 def test_auto_code_inputs(tmp_path):
-    p = load(tmp_path, "stages:\n  s:\n    cmd: python stages/a.py\n",
-             files={"stages/a.py": "import helper\n", "stages/helper.py": ""})
+    p = load(
+        tmp_path,
+        "stages:\n  s:\n    cmd: python stages/a.py\n",
+        files={"stages/a.py": "import helper\n", "stages/helper.py": ""},
+    )
     assert [c.path for c in p.stages["s"].code] == ["stages/a.py", "stages/helper.py"]
 
 
 def test_env_merges_stage_over_pipeline(tmp_path):
-    p = load(tmp_path, "env: {packages: [numpy], vars: [A]}\nstages:\n  s:\n    cmd: x\n    env: {packages: [polars], python: false}\n")
+    p = load(
+        tmp_path,
+        "env: {packages: [numpy], vars: [A]}\nstages:\n  s:\n    cmd: x\n    env: {packages: [polars], python: false}\n",
+    )
     env = p.stages["s"].env
     assert env.packages == ("numpy", "polars") and env.vars == ("A",) and env.python is False
 
 
-@pytest.mark.parametrize("body, msg", [
-    ("stages:\n  s:\n    cmd: 1\n", "`cmd` must be a string"),
-    ("stages:\n  s:\n    cmd: x\n    frozen: yes please\n", "`frozen` must be true or false"),
-    ("stages:\n  s:\n    foreach: [a]\n", "needs a `do` mapping"),
-    ("stages:\n  'bad name':\n    cmd: x\n", "a stage name may hold"),
-    ("stages:\n  s:\n    cmd: x\n    env: {pakages: [x]}\n", "unknown field 'pakages' in env"),
-    ("stages:\n  s:\n    cmd: x\n    outs: [{o: {cache: maybe}}]\n", "options of an out"),
-])
+@pytest.mark.parametrize(
+    "body, msg",
+    [
+        ("stages:\n  s:\n    cmd: 1\n", "`cmd` must be a string"),
+        ("stages:\n  s:\n    cmd: x\n    frozen: yes please\n", "`frozen` must be true or false"),
+        ("stages:\n  s:\n    foreach: [a]\n", "needs a `do` mapping"),
+        ("stages:\n  'bad name':\n    cmd: x\n", "a stage name may hold"),
+        ("stages:\n  s:\n    cmd: x\n    env: {pakages: [x]}\n", "unknown field 'pakages' in env"),
+        ("stages:\n  s:\n    cmd: x\n    outs: [{o: {cache: maybe}}]\n", "options of an out"),
+    ],
+)
 def test_invalid(tmp_path, body, msg):
     with pytest.raises(PipelineError, match=msg):
         load(tmp_path, body)

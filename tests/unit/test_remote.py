@@ -13,8 +13,15 @@ from reprobuild import hashing
 from reprobuild.cache import Cache
 from reprobuild.errors import CacheError, UsageError
 from reprobuild.hashing import Hasher, Meta, StatCache
-from reprobuild.remote import (Remote, _filesystem, open_remote, parse_manifest, parse_run, redact,
-                               resolve_url)
+from reprobuild.remote import (
+    Remote,
+    _filesystem,
+    open_remote,
+    parse_manifest,
+    parse_run,
+    redact,
+    resolve_url,
+)
 
 pytest.importorskip("fsspec", reason="the remote needs fsspec (pip install -e '.[test]')")
 
@@ -23,32 +30,38 @@ H = "0123456789abcdef0123456789abcdef"
 
 # -- URLs -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("url, shown", [
-    ("ssh://alice:s3cr3t@host/path", "ssh://host/path"),
-    ("https://token@example.com/c", "https://example.com/c"),
-    ("s3://bucket/prefix", "s3://bucket/prefix"),
-    ("simplecache::sftp://u:p@h/x", "simplecache::sftp://h/x"),
-    ("/plain/folder", "/plain/folder"),
-    ("error at sftp://u:p@h:22/x: refused", "error at sftp://h:22/x: refused"),
-])
+
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("ssh://alice:s3cr3t@host/path", "ssh://host/path"),
+        ("https://token@example.com/c", "https://example.com/c"),
+        ("s3://bucket/prefix", "s3://bucket/prefix"),
+        ("simplecache::sftp://u:p@h/x", "simplecache::sftp://h/x"),
+        ("/plain/folder", "/plain/folder"),
+        ("error at sftp://u:p@h:22/x: refused", "error at sftp://h:22/x: refused"),
+    ],
+)
 def test_redact_strips_user_and_password(url, shown):
     assert redact(url) == shown
 
 
 def project(tmp_path, remote=None):
-    return SimpleNamespace(pipeline=SimpleNamespace(remote=remote),
-                           ws=SimpleNamespace(dir=tmp_path / "pipe"),
-                           cache=Cache(tmp_path / "cache"))
+    return SimpleNamespace(
+        pipeline=SimpleNamespace(remote=remote),
+        ws=SimpleNamespace(dir=tmp_path / "pipe"),
+        cache=Cache(tmp_path / "cache"),
+    )
 
 
 def test_url_precedence_cli_env_file(tmp_path, monkeypatch):
     monkeypatch.delenv("REPROBUILD_REMOTE", raising=False)
     monkeypatch.chdir(tmp_path)
     p = project(tmp_path, "../shared")
-    assert resolve_url(p) == str(tmp_path / "shared")          # relative to the pipeline's folder
+    assert resolve_url(p) == str(tmp_path / "shared")  # relative to the pipeline's folder
     monkeypatch.setenv("REPROBUILD_REMOTE", "s3://env/x")
     assert resolve_url(p) == "s3://env/x"
-    assert resolve_url(p, "rel") == str(tmp_path / "rel")       # relative to the current folder
+    assert resolve_url(p, "rel") == str(tmp_path / "rel")  # relative to the current folder
     assert resolve_url(p, "gs://cli/y") == "gs://cli/y"
     monkeypatch.delenv("REPROBUILD_REMOTE")
     assert resolve_url(project(tmp_path)) is None
@@ -68,9 +81,14 @@ def test_unknown_protocol_is_one_line_without_credentials():
 
 # -- what is trusted ----------------------------------------------------------------------
 
+
 def record(key=H, **over):
-    doc = {"schema": 1, "key": key, "stage": "s", "outs": {"a.txt": {"hash": H, "size": 3},
-                                                           "d/": {"hash": H, "size": 9, "nfiles": 2}}}
+    doc = {
+        "schema": 1,
+        "key": key,
+        "stage": "s",
+        "outs": {"a.txt": {"hash": H, "size": 3}, "d/": {"hash": H, "size": 9, "nfiles": 2}},
+    }
     doc.update(over)
     return json.dumps(doc).encode()
 
@@ -80,13 +98,22 @@ def test_parse_run_accepts_a_record():
     assert stage == "s" and outs == {"a.txt": Meta(H, 3), "d/": Meta(H, 9, 2)}
 
 
-@pytest.mark.parametrize("data", [
-    b"not json", record(schema=2), record(key="f" * 32), record(stage=None),
-    record(outs={"../x": {"hash": H, "size": 1}}), record(outs={"/etc/x": {"hash": H, "size": 1}}),
-    record(outs={"a": {"hash": "../../../etc/passwd", "size": 1}}), record(outs={"a": {"hash": H, "size": -1}}),
-    record(outs={"d/": {"hash": H, "size": 1}}), record(outs={"a": {"hash": H, "size": 1, "nfiles": 1}}),
-    record(outs=[]),
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"not json",
+        record(schema=2),
+        record(key="f" * 32),
+        record(stage=None),
+        record(outs={"../x": {"hash": H, "size": 1}}),
+        record(outs={"/etc/x": {"hash": H, "size": 1}}),
+        record(outs={"a": {"hash": "../../../etc/passwd", "size": 1}}),
+        record(outs={"a": {"hash": H, "size": -1}}),
+        record(outs={"d/": {"hash": H, "size": 1}}),
+        record(outs={"a": {"hash": H, "size": 1, "nfiles": 1}}),
+        record(outs=[]),
+    ],
+)
 def test_parse_run_refuses_what_could_mislead_or_escape(data):
     assert parse_run(data, H) is None
 
@@ -101,6 +128,7 @@ def test_parse_manifest_refuses_escaping_paths_and_bad_hashes():
 
 # -- transfers on a folder remote ----------------------------------------------------------
 
+
 @pytest.fixture
 def local(tmp_path):
     """A cache holding one file and one folder, and a run record naming both."""
@@ -111,8 +139,10 @@ def local(tmp_path):
     (tmp_path / "ws/a.txt").write_text("alpha\n")
     for i in range(3):
         (tmp_path / f"ws/d/sub/{i}.txt").write_text(f"{i}\n" * (i + 1))
-    outs = {"a.txt": cache.insert(str(tmp_path / "ws/a.txt"), hasher),
-            "d/": cache.insert(str(tmp_path / "ws/d"), hasher)}
+    outs = {
+        "a.txt": cache.insert(str(tmp_path / "ws/a.txt"), hasher),
+        "d/": cache.insert(str(tmp_path / "ws/d"), hasher),
+    }
     cache.write_run(H, "s", outs)
     return cache, outs
 
@@ -146,7 +176,9 @@ def test_push_then_fetch_run_round_trip(tmp_path, local):
     assert reader.fetch_run(H) is True
     assert other.read_run(H) == outs and all(other.has(m) for m in outs.values())
     obj = other.object_path(outs["a.txt"].hash)
-    assert obj.read_text() == "alpha\n" and obj.stat().st_mode & 0o222 == 0  # read-only, as cache.py stores
+    assert (
+        obj.read_text() == "alpha\n" and obj.stat().st_mode & 0o222 == 0
+    )  # read-only, as cache.py stores
     assert not list(other.tmp.iterdir())  # nothing left behind
     assert reader.fetch_run("f" * 32) is False
 
@@ -239,7 +271,9 @@ def test_existence_check_of_a_few_names_checks_each(tmp_path, local, monkeypatch
 
 
 @pytest.mark.parametrize("in_first_folder, whole_tree", [(1, True), (300, False)])
-def test_existence_check_lists_the_tree_or_each_folder(tmp_path, local, monkeypatch, in_first_folder, whole_tree):
+def test_existence_check_lists_the_tree_or_each_folder(
+    tmp_path, local, monkeypatch, in_first_folder, whole_tree
+):
     """A small remote is listed whole (one request per 1,000 keys on S3); a big one folder by folder."""
     cache, _ = local
     remote = folder_remote(tmp_path, cache)
@@ -248,7 +282,9 @@ def test_existence_check_lists_the_tree_or_each_folder(tmp_path, local, monkeypa
         put(remote, p, b"x")
     for i in range(1, in_first_folder):
         put(remote, remote.object_path("00" + f"{i:030x}"), b"x")
-    absent = [remote.object_path(f"{i:02x}" + "1" * 30) for i in range(40)] + [remote.object_path("ff" + "2" * 30)]
+    absent = [remote.object_path(f"{i:02x}" + "1" * 30) for i in range(40)] + [
+        remote.object_path("ff" + "2" * 30)
+    ]
     calls = {}
     spy(monkeypatch, type(remote.fs), "find", calls)
     assert remote.existing(present + absent) == set(present)

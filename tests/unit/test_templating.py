@@ -1,7 +1,8 @@
 import shlex
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reprobuild.templating import Context, TemplateError, render, render_cmd, render_tree
 
@@ -11,7 +12,9 @@ def ctx(**params):
 
 
 def test_lookup_order_local_params_vars():
-    c = Context(local={"item": {"lr": 0.1}}, params={"seed": 1, "data": "p"}, vars={"data": "v", "x": "y"})
+    c = Context(
+        local={"item": {"lr": 0.1}}, params={"seed": 1, "data": "p"}, vars={"data": "v", "x": "y"}
+    )
     assert render("${item.lr}/${seed}/${data}/${x}", c) == "0.1/1/p/y"
     assert c.used_params == {"seed", "data"}
 
@@ -40,7 +43,12 @@ def test_render_tree_keeps_keys_and_lists():
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=40))
+@given(
+    st.text(
+        alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+        max_size=40,
+    )
+)
 def test_any_value_is_exactly_one_shell_word(value):
     cmd = render_cmd("prog --v ${v} --w=${v}", ctx(v=value))
     words = shlex.split(cmd)
@@ -48,17 +56,32 @@ def test_any_value_is_exactly_one_shell_word(value):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), min_size=1,
-               max_size=30),
-       st.sampled_from(["printf '%s' ${v}", "printf '%s' \"${v}\"", "printf '%s' '${v}'",
-                        "printf '%s' \"a ${v} b\"", "printf '%s' x${v}'y'\"z\""]))
+@given(
+    st.text(
+        alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+        min_size=1,
+        max_size=30,
+    ),
+    st.sampled_from(
+        [
+            "printf '%s' ${v}",
+            "printf '%s' \"${v}\"",
+            "printf '%s' '${v}'",
+            "printf '%s' \"a ${v} b\"",
+            "printf '%s' x${v}'y'\"z\"",
+        ]
+    ),
+)
 def test_real_shell_receives_the_literal_value(value, template):
     """Bare, inside "...", inside '...', mid-word: sh always prints the value itself."""
     import subprocess
 
     cmd = render_cmd(template, ctx(v=value))
     out = subprocess.run(["sh", "-c", cmd], capture_output=True).stdout
-    expected = {"printf '%s' \"a ${v} b\"": f"a {value} b", "printf '%s' x${v}'y'\"z\"": f"x{value}yz"}
+    expected = {
+        "printf '%s' \"a ${v} b\"": f"a {value} b",
+        "printf '%s' x${v}'y'\"z\"": f"x{value}yz",
+    }
     assert out == expected.get(template, value).encode()
 
 

@@ -17,12 +17,15 @@ def test_merge_key_keeps_defaults():
     assert d["use"] == {"x": 1, "y": 3}
 
 
-@pytest.mark.parametrize("text, msg", [
-    ("a: !!python/name:os.system x\n", "is not allowed"),
-    ("a: !custom x\n", "is not allowed"),
-    ("a: 1\na: 2\n", "duplicate key 'a'"),
-    ("a: [1\n", "invalid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, msg",
+    [
+        ("a: !!python/name:os.system x\n", "is not allowed"),
+        ("a: !custom x\n", "is not allowed"),
+        ("a: 1\na: 2\n", "duplicate key 'a'"),
+        ("a: [1\n", "invalid YAML"),
+    ],
+)
 def test_refused(text, msg):
     with pytest.raises(PipelineError, match=msg):
         yamlio.load(text, "f.yaml")
@@ -31,6 +34,7 @@ def test_refused(text, msg):
 def test_alias_bomb_fails_fast(monkeypatch):
     monkeypatch.setattr(yamlio, "MAX_NODES", 10_000)
     text = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
-        f"a{i}: &a{i} [{', '.join([f'*a{i - 1}' if i > 1 else '*a'] * 10)}]\n" for i in range(1, 9))
+        f"a{i}: &a{i} [{', '.join([f'*a{i - 1}' if i > 1 else '*a'] * 10)}]\n" for i in range(1, 9)
+    )
     with pytest.raises(PipelineError, match="alias bomb"):
         yamlio.load(text, "f")

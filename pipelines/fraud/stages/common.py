@@ -143,6 +143,7 @@ def single_thread() -> None:
 
 # --- cleaning and features -------------------------------------------------
 
+
 def fit_fill_values(train: pl.DataFrame) -> dict:
     """Median of every numeric column, learnt on the training rows only.
 
@@ -173,8 +174,9 @@ def clean(df: pl.DataFrame, fill_values: dict) -> pl.DataFrame:
     )
 
 
-def add_features(df: pl.DataFrame, early_claim_days: int, night_start: int,
-                 night_end: int, late_report_days: int) -> pl.DataFrame:
+def add_features(
+    df: pl.DataFrame, early_claim_days: int, night_start: int, night_end: int, late_report_days: int
+) -> pl.DataFrame:
     """Ratios and flags that adjusters use as fraud red flags."""
     hour = pl.col("incident_hour")
     if night_start > night_end:  # the night wraps past midnight, e.g. 23 -> 5
@@ -183,7 +185,8 @@ def add_features(df: pl.DataFrame, early_claim_days: int, night_start: int,
         night = (hour >= night_start) & (hour < night_end)
     return df.with_columns(
         claim_to_premium=pl.col("claim_amount") / pl.col("annual_premium"),
-        claim_to_vehicle_value=pl.col("claim_amount") / pl.col("vehicle_value").clip(lower_bound=1.0),
+        claim_to_vehicle_value=pl.col("claim_amount")
+        / pl.col("vehicle_value").clip(lower_bound=1.0),
         early_claim=(pl.col("days_since_policy_start") < early_claim_days).cast(pl.Int8),
         night_incident=night.cast(pl.Int8),
         late_report=(pl.col("days_to_report") > late_report_days).cast(pl.Int8),

@@ -11,10 +11,16 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from sklearn.metrics import (average_precision_score, confusion_matrix, f1_score, precision_recall_curve,
-                             precision_score, recall_score, roc_auc_score)
-
 from common import load_pickle, read_parquet, single_thread, write_json, xy
+from sklearn.metrics import (
+    average_precision_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_curve,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
 
 CURVE_DIGITS = 4  # the curve is for plotting; 4 digits keep the file small and stable
 
@@ -38,7 +44,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", required=True, help="model pickle")
     ap.add_argument("--features", required=True, help="test features Parquet")
-    ap.add_argument("--threshold", type=float, required=True, help="flag a claim when P(fraud) >= this")
+    ap.add_argument(
+        "--threshold", type=float, required=True, help="flag a claim when P(fraud) >= this"
+    )
     ap.add_argument("--curve-points", type=int, required=True)
     ap.add_argument("--metrics-out", required=True)
     ap.add_argument("--curve-out", required=True)
@@ -58,14 +66,19 @@ def main() -> None:
         "roc_auc": roc_auc_score(y, proba),
         "pr_auc": average_precision_score(y, proba),
         "threshold": args.threshold,
-        "tn": tn, "fp": fp, "fn": fn, "tp": tp,
+        "tn": tn,
+        "fp": fp,
+        "fn": fn,
+        "tp": tp,
         "test_rows": len(y),
         "test_fraud": int(y.sum()),
     }
     write_json(metrics, args.metrics_out)
     write_json({"points": thin_curve(y, proba, args.curve_points)}, args.curve_out)
-    print(f"{args.model}: recall {metrics['recall']:.3f} precision {metrics['precision']:.3f} "
-          f"roc_auc {metrics['roc_auc']:.3f} pr_auc {metrics['pr_auc']:.3f}")
+    print(
+        f"{args.model}: recall {metrics['recall']:.3f} precision {metrics['precision']:.3f} "
+        f"roc_auc {metrics['roc_auc']:.3f} pr_auc {metrics['pr_auc']:.3f}"
+    )
 
 
 if __name__ == "__main__":

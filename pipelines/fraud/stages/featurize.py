@@ -14,22 +14,40 @@ import argparse
 from pathlib import Path
 
 import polars as pl
+from common import (
+    CATEGORICAL,
+    ENGINEERED,
+    ID,
+    LABEL,
+    NUMERIC,
+    add_features,
+    read_json,
+    read_parquet,
+    save_pickle,
+    transform,
+    write_parquet,
+)
 from sklearn.compose import ColumnTransformer
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
-
-from common import (CATEGORICAL, ENGINEERED, ID, LABEL, NUMERIC, add_features, read_json,
-                    read_parquet, save_pickle, transform, write_parquet)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prepared", required=True, help="folder written by prepare")
-    ap.add_argument("--early-claim-days", type=int, required=True,
-                    help="a claim this soon after the policy starts is an early claim")
+    ap.add_argument(
+        "--early-claim-days",
+        type=int,
+        required=True,
+        help="a claim this soon after the policy starts is an early claim",
+    )
     ap.add_argument("--night-start", type=int, required=True, help="first night hour (0-23)")
     ap.add_argument("--night-end", type=int, required=True, help="first hour after the night")
-    ap.add_argument("--late-report-days", type=int, required=True,
-                    help="a claim reported later than this after the incident is late")
+    ap.add_argument(
+        "--late-report-days",
+        type=int,
+        required=True,
+        help="a claim reported later than this after the incident is late",
+    )
     ap.add_argument("--out", required=True, help="folder for train/test feature Parquet")
     ap.add_argument("--transformer", required=True, help="where to pickle the fitted transformer")
     args = ap.parse_args()
@@ -61,11 +79,14 @@ def main() -> None:
 
     out = Path(args.out)
     for name, frame in (("train", train), ("test", test)):
-        features = pl.concat([frame.select(ID), transform(frame, transformer), frame.select(LABEL)],
-                             how="horizontal")
+        features = pl.concat(
+            [frame.select(ID), transform(frame, transformer), frame.select(LABEL)], how="horizontal"
+        )
         write_parquet(features, out / f"{name}.parquet")
     save_pickle(transformer, args.transformer)
-    print(f"{len(encoder.get_feature_names_out())} features -> {out}, transformer -> {args.transformer}")
+    print(
+        f"{len(encoder.get_feature_names_out())} features -> {out}, transformer -> {args.transformer}"
+    )
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-
 from common import LABEL, clean, fit_fill_values, read_parquet, write_json, write_parquet
 
 
@@ -40,7 +39,9 @@ def main() -> None:
     ap.add_argument("--claims", required=True, help="raw claims Parquet")
     ap.add_argument("--test-size", type=float, required=True)
     ap.add_argument("--seed", type=int, required=True)
-    ap.add_argument("--out", required=True, help="folder for train/test Parquet and fill_values.json")
+    ap.add_argument(
+        "--out", required=True, help="folder for train/test Parquet and fill_values.json"
+    )
     args = ap.parse_args()
 
     claims = read_parquet(args.claims)
@@ -54,8 +55,10 @@ def main() -> None:
     write_parquet(clean(train, fill_values), out / "train.parquet")
     write_parquet(clean(test, fill_values), out / "test.parquet")
     write_json(fill_values, out / "fill_values.json")
-    print(f"train {train.height} rows ({train[LABEL].sum()} fraud), "
-          f"test {test.height} rows ({test[LABEL].sum()} fraud) -> {out}")
+    print(
+        f"train {train.height} rows ({train[LABEL].sum()} fraud), "
+        f"test {test.height} rows ({test[LABEL].sum()} fraud) -> {out}"
+    )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,9 @@ from common import read_json, write_json
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--candidates", nargs="+", required=True, help="model names, e.g. logreg forest boosting")
+    ap.add_argument(
+        "--candidates", nargs="+", required=True, help="model names, e.g. logreg forest boosting"
+    )
     ap.add_argument("--models", required=True, help="folder holding NAME.pkl")
     ap.add_argument("--reports", required=True, help="folder holding NAME.json metrics")
     ap.add_argument("--min-precision", type=float, required=True)
@@ -34,8 +36,12 @@ def main() -> None:
     candidates = {}
     for name in args.candidates:
         m = read_json(Path(args.reports) / f"{name}.json")
-        candidates[name] = {"recall": m["recall"], "precision": m["precision"], "pr_auc": m["pr_auc"],
-                            "passed_floor": m["precision"] >= args.min_precision}
+        candidates[name] = {
+            "recall": m["recall"],
+            "precision": m["precision"],
+            "pr_auc": m["pr_auc"],
+            "passed_floor": m["precision"] >= args.min_precision,
+        }
 
     passed = [n for n in candidates if candidates[n]["passed_floor"]]
     if passed:
@@ -48,9 +54,18 @@ def main() -> None:
         reason = f"no model reached precision {args.min_precision}; shipped the most precise one"
 
     shutil.copyfile(Path(args.models) / f"{winner}.pkl", args.out_model)
-    write_json({"selected": winner, "reason": reason, "min_precision": args.min_precision,
-                "floor_met": bool(passed), "recall": candidates[winner]["recall"],
-                "precision": candidates[winner]["precision"], "candidates": candidates}, args.out_report)
+    write_json(
+        {
+            "selected": winner,
+            "reason": reason,
+            "min_precision": args.min_precision,
+            "floor_met": bool(passed),
+            "recall": candidates[winner]["recall"],
+            "precision": candidates[winner]["precision"],
+            "candidates": candidates,
+        },
+        args.out_report,
+    )
     print(f"selected {winner}: {reason}")
 
 

@@ -14,18 +14,19 @@ from __future__ import annotations
 
 import argparse
 
+from common import read_parquet, save_pickle, single_thread, write_json, xy
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
-from common import read_parquet, save_pickle, single_thread, write_json, xy
-
-
 ESTIMATORS = {
     "logreg": lambda hp, cw, seed: LogisticRegression(**hp, class_weight=cw, random_state=seed),
-    "forest": lambda hp, cw, seed: RandomForestClassifier(**hp, class_weight=cw, n_jobs=1, random_state=seed),
+    "forest": lambda hp, cw, seed: RandomForestClassifier(
+        **hp, class_weight=cw, n_jobs=1, random_state=seed
+    ),
     # early_stopping=False: a fixed number of trees, no hidden validation split.
-    "boosting": lambda hp, cw, seed: HistGradientBoostingClassifier(**hp, early_stopping=False,
-                                                                    class_weight=cw, random_state=seed),
+    "boosting": lambda hp, cw, seed: HistGradientBoostingClassifier(
+        **hp, early_stopping=False, class_weight=cw, random_state=seed
+    ),
 }
 
 
@@ -43,7 +44,7 @@ def hyperparameters(extra: list[str], ap) -> dict:
     """`--KEY VALUE` pairs -> {KEY: VALUE}."""
     if len(extra) % 2 or not all(k.startswith("--") for k in extra[::2]):
         ap.error(f"hyperparameters must come as --KEY VALUE pairs, got: {' '.join(extra)}")
-    return {k[2:]: value(v) for k, v in zip(extra[::2], extra[1::2])}
+    return {k[2:]: value(v) for k, v in zip(extra[::2], extra[1::2], strict=False)}
 
 
 def main() -> None:
@@ -67,8 +68,15 @@ def main() -> None:
     x, y = xy(read_parquet(args.features))
     model.fit(x, y)
     save_pickle(model, args.out)
-    write_json({"model": args.model, "estimator": type(model).__name__, "hyperparameters": hp,
-                "all_settings": model.get_params()}, args.params_out)
+    write_json(
+        {
+            "model": args.model,
+            "estimator": type(model).__name__,
+            "hyperparameters": hp,
+            "all_settings": model.get_params(),
+        },
+        args.params_out,
+    )
     print(f"{args.model}: fitted on {len(y)} rows -> {args.out}")
 
 

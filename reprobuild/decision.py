@@ -3,7 +3,8 @@
 A Decision is a fate (skip, restore, run) with every reason for it, never a
 bare bool. Reasons are the lines users see:
     new stage | always_run | forced | cmd changed | code changed: PATH |
-    dep changed: PATH | param changed: KEY OLD -> NEW | env changed: NAME OLD -> NEW |
+    dep changed: PATH | dep added: PATH | dep removed: PATH (likewise code) |
+    param changed: KEY OLD -> NEW | env changed: NAME OLD -> NEW |
     out missing: PATH | out modified: PATH | upstream: STAGE
 """
 
@@ -153,15 +154,20 @@ def input_reasons(stage: Stage, entry: dict | None, state: State, upstream: list
     reasons = []
     if entry.get("cmd") != state.cmd or entry.get("wdir", ".") != state.wdir:
         reasons.append("cmd changed")
-    for group, label in (("code", "code changed"), ("deps", "dep changed")):
+    declared = {d.path for d in (*stage.code, *stage.deps)}
+    for group, label in (("code", "code"), ("deps", "dep")):
         old = entry.get(group) or {}
         new = getattr(state, group)
         for path in sorted(set(old) | set(new)):
             if path.rstrip("/") in state.unknown:
                 continue
             a, b = old.get(path), new.get(path)
-            if a is None or b is None or a.get("hash") != b.hash:
-                reasons.append(f"{label}: {path}")
+            if b is None and path.rstrip("/") not in declared:
+                reasons.append(f"{label} removed: {path}")
+            elif a is None and path.rstrip("/") not in {p.rstrip("/") for p in old}:
+                reasons.append(f"{label} added: {path}")
+            elif a is None or b is None or a.get("hash") != b.hash:
+                reasons.append(f"{label} changed: {path}")
     old_params = entry.get("params") or {}
     for k in sorted(set(old_params) | set(state.params)):
         a, b = old_params.get(k, "(none)"), state.params.get(k, "(none)")
@@ -198,17 +204,21 @@ def decide(
     """The fate of one stage now; `pending` and `known` as in Prober.state."""
     state = prober.state(stage, pending, known)
     upstream = sorted({pending(p) for p in state.unknown if pending and pending(p)})
+    out_reasons = prober.out_problems(stage, entry.get("outs") or {}) if entry is not None else []
     if stage.frozen and entry is not None:
-        return Decision(stage.name, SKIP, [], state)
+        # Never rebuilt: its outs are the locked ones, brought back from the cache
+        # when missing. A changed one is reported, never silently used downstream.
+        if not out_reasons:
+            return Decision(stage.name, SKIP, [], state)
+        return Decision(stage.name, RESTORE, ["frozen", *out_reasons], state, _locked_outs(entry))
     reasons = input_reasons(stage, entry, state, upstream)
     if stage.always_run:
         reasons.insert(0, "always_run")
     if force:
         reasons.insert(0, "forced")
-    if entry is not None and not reasons:
-        reasons = prober.out_problems(stage, entry.get("outs") or {})
-        if not reasons:
-            return Decision(stage.name, SKIP, [], state)
+    if entry is not None and not reasons and not out_reasons:
+        return Decision(stage.name, SKIP, [], state)
+    reasons += out_reasons  # every reason that holds, inputs and outputs alike
     missing_inputs = [p for p in state.unknown if not (pending and pending(p))]
     reasons += [f"dep missing: {p}" for p in missing_inputs]
     if run_cache and not force and not stage.always_run and state.key is not None:
@@ -216,6 +226,15 @@ def decide(
         if record is not None:
             return Decision(stage.name, RESTORE, reasons, state, record)
     return Decision(stage.name, RUN, reasons, state)
+
+
+def _locked_outs(entry: dict) -> dict[str, Meta]:
+    outs = {}
+    for path, d in (entry.get("outs") or {}).items():
+        meta = Meta.from_lock(d) if isinstance(d, dict) else None
+        if meta is not None:
+            outs[path] = meta
+    return outs
 
 
 def cached_record(stage: Stage, key: str, cache) -> dict[str, Meta] | None:

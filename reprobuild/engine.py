@@ -60,7 +60,7 @@ class Summary:
 
 
 def plan(
-    project: Project, names: list[str], entries: dict, force: bool = False, run_cache: bool = True
+    project: Project, names: list[str], entries: dict, forced=(), run_cache: bool = True
 ) -> list[Decision]:
     """Every stage's fate if built now, in build order, without touching anything.
 
@@ -86,7 +86,7 @@ def plan(
             entries.get(name),
             project.prober,
             project.cache,
-            force=force,
+            force=name in forced,
             run_cache=run_cache,
             pending=pending,
             known=known,
@@ -110,7 +110,8 @@ def build(project: Project, opts: BuildOptions, reporter: Reporter, executor=Non
         entries, problem = project.read_lock()
         if problem:
             reporter.warning(problem)
-        for d in plan(project, names, entries, opts.force, opts.run_cache):
+        forced = set(project.resolve(opts.targets) if opts.targets else names) if opts.force else ()
+        for d in plan(project, names, entries, forced, opts.run_cache):
             reporter.stage_planned(d)
         return Summary()
     project.cache.ensure()
@@ -138,6 +139,12 @@ class Builder:
         self.entries = entries
         self.writer = writer
         self.summary = Summary()
+        # --force applies to the named stages only; upstream ones are brought up to date
+        self.forced = (
+            set(project.resolve(opts.targets) if opts.targets else project.pipeline.stages)
+            if opts.force
+            else set()
+        )
         self.remote = None
         if opts.pull:
             from .remote import open_remote  # fsspec only when a remote is used
@@ -242,12 +249,13 @@ class Builder:
     def _start(self, name, executor, running):
         """Skip, restore or submit one stage: True done, False failed, None submitted."""
         stage = self.p.pipeline.stages[name]
+        force = name in self.forced
         d = dmod.decide(
             stage,
             self.entries.get(name),
             self.p.prober,
             self.p.cache,
-            force=self.opts.force,
+            force=force,
             run_cache=self.opts.run_cache,
         )
         if d.fate == SKIP:
@@ -258,7 +266,7 @@ class Builder:
             d.fate == RUN
             and self.remote is not None
             and self.opts.run_cache
-            and not self.opts.force
+            and not force
             and not stage.always_run
             and d.state.key
             and self.remote.fetch_run(d.state.key)
@@ -266,8 +274,11 @@ class Builder:
             d = dmod.decide(stage, self.entries.get(name), self.p.prober, self.p.cache)
         if d.state.unknown:  # an upstream stage did not make it
             return self._fail(name, f"dep missing: {d.state.unknown[0]}")
+        if stage.frozen and d.fate == RESTORE:
+            return self._restore_frozen(d)
         if d.fate == RESTORE:
             try:
+                self._save_unknown_outs(stage, d)
                 self._restore(d)
                 self.summary.restored.append(name)
                 self.reporter.stage_restored(d)
@@ -277,6 +288,7 @@ class Builder:
                     f"stage '{name}': cache object {exc} is missing or corrupt; running instead"
                 )
                 d = Decision(d.stage, RUN, d.reasons, d.state)
+        self._save_unknown_outs(stage, d)
         self._prepare_outs(stage)
         job = Job(
             stage=name,
@@ -296,6 +308,46 @@ class Builder:
         self.summary.failed[name] = message
         self.reporter.stage_failed(name, message, log_tail)
         return False
+
+    def _restore_frozen(self, d: Decision) -> bool:
+        """A frozen stage is never run: a missing out comes back from the cache, a changed
+        one stops the build (downstream stages would read other bytes than the lockfile's)."""
+        changed = [r.split(": ", 1)[1] for r in d.reasons if r.startswith("out modified: ")]
+        if changed:
+            return self._fail(
+                d.stage,
+                f"frozen stage's out modified: {changed[0]} (`reprobuild commit {d.stage}` "
+                "accepts it; `reprobuild checkout` brings the locked one back)",
+            )
+        try:
+            self._restore(d)
+        except (CorruptObject, MissingObject) as exc:
+            return self._fail(d.stage, f"frozen stage's out is missing from the cache ({exc})")
+        self.summary.restored.append(d.stage)
+        self.reporter.stage_restored(d)
+        return True
+
+    def _save_unknown_outs(self, stage, d: Decision) -> None:
+        """Never destroy bytes that exist nowhere else: an existing out about to be removed
+        or overwritten whose content is in no cache (changed by hand, or left by a failed
+        run) is stored in the cache first, and the user is told where."""
+        locked = (self.entries.get(stage.name) or {}).get("outs") or {}
+        for out in stage.outs:
+            if out.persist:
+                continue
+            current = self.p.prober.meta(out.path)
+            if current is None or self.p.cache.has(current):
+                continue
+            made = locked.get(dmod.lock_path(out.path, current))
+            if not out.cache and made and made.get("hash") == current.hash:
+                continue  # the stage's own uncached out, as the lockfile records it
+            saved = self.p.cache.insert(self.p.prober.abspath(out.path), self.p.hasher)
+            where = self.p.cache.object_path(saved.hash, saved.is_dir)
+            self.reporter.warning(
+                f"stage '{stage.name}': out '{out.path}' differs from the lockfile and was in "
+                f"no cache; its content is saved as {where} before the stage "
+                + ("is restored" if d.fate == RESTORE else "runs")
+            )
 
     def _prepare_outs(self, stage) -> None:
         for out in stage.outs:

@@ -1,6 +1,6 @@
 """Removing cache objects and run records that no kept lockfile refers to.
 
-Kept lockfiles: every `reprobuild.lock` in the workspace (so pipelines that
+Kept lockfiles: every `NAME.lock` beside a `NAME.yaml` in the workspace (so pipelines that
 share one cache keep each other's objects), and with `all_commits` every
 version of them in git history. The caller holds the cache's exclusive lock
 (cache.py), so no build, in this workspace or another sharing the cache, has
@@ -16,7 +16,7 @@ from pathlib import Path
 from . import gitrev, lockfile
 from .cache import Cache, CorruptObject, MissingObject
 from .errors import CacheError
-from .workspace import LOCK_FILE, STATE_DIR
+from .workspace import STATE_DIR
 
 
 @dataclass
@@ -35,8 +35,9 @@ def workspace_lockfiles(root: Path, cache_root: Path) -> list[Path]:
             for d in dirnames
             if not d.startswith(".") and Path(dirpath, d) != cache_root and d != STATE_DIR
         )
-        if LOCK_FILE in filenames:
-            found.append(Path(dirpath, LOCK_FILE))
+        for name in filenames:  # NAME.lock beside its pipeline file NAME.yaml
+            if name.endswith(".lock") and name[:-5] + ".yaml" in filenames:
+                found.append(Path(dirpath, name))
     return found
 
 

@@ -21,7 +21,7 @@ It is written atomically (temp file + rename). A lockfile that cannot be
 read, or of another schema, is not an error: it means "rebuild everything",
 and the reader says so.
 
-Parsed copy (`.reprobuild/lock.json`): `{"lock_hash": XXH3 of the lockfile's
+Parsed copy (`.reprobuild/NAME.lock.json`): `{"lock_hash": XXH3 of the lockfile's
 bytes, "stages": {...}}`. Parsing YAML costs ~100 ms for 1,000 stages, JSON
 a tenth of that, so a no-op build reads the copy whenever its hash matches
 the lockfile's bytes; any edit of the lockfile (git checkout, merge, by hand)

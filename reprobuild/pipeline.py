@@ -388,6 +388,8 @@ class Loader:
             ".reprobuild",
             "reprobuild.yaml",
             "reprobuild.lock",
+            os.path.relpath(self.ws.pipeline_file, self.base),
+            os.path.relpath(self.ws.lock_file, self.base),
             *self.params_files_data,
         }
         if parts[0] in protected or ".git" in parts:

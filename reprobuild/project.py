@@ -45,7 +45,7 @@ class Project:
 
     @property
     def parsed_lock(self) -> Path:
-        return self.ws.state_dir / "lock.json"
+        return self.ws.state_dir / (self.ws.lock_file.name + ".json")
 
     def lock_writer(self, entries: dict) -> lockfile.LockWriter:
         return lockfile.LockWriter(
@@ -57,6 +57,13 @@ class Project:
 
     def select(self, targets) -> list[str]:
         return graph_mod.select(self.graph, self.pipeline, list(targets), str(self.ws.dir))
+
+    def resolve(self, targets) -> list[str]:
+        """The stages `targets` name (stage names, foreach groups, out paths), no upstream."""
+        names = []
+        for t in targets:
+            names += graph_mod.resolve_target(t, self.pipeline, self.outs, str(self.ws.dir))
+        return list(dict.fromkeys(names))
 
     def sweep_lock_temps(self) -> None:
         """Temp lockfiles left by a killed process (only call while holding the workspace lock)."""

@@ -6,6 +6,7 @@
   the pipeline's folder; every path a pipeline names must stay inside it;
 - cache: `<root>/cache`, overridden (lowest first) by `cache:` in the pipeline
   file, REPROBUILD_CACHE_DIR, then --cache-dir;
+- lockfile: beside the pipeline file, `NAME.yaml` -> `NAME.lock`;
 - state folder: `<pipeline folder>/.reprobuild/` (workspace lock, stage logs),
   never in git: it holds its own .gitignore.
 """
@@ -35,7 +36,8 @@ class Workspace:
 
     @property
     def lock_file(self) -> Path:
-        return self.dir / LOCK_FILE
+        """Each pipeline file has its own lockfile: `NAME.yaml` -> `NAME.lock`."""
+        return self.pipeline_file.with_suffix(".lock")
 
     @property
     def state_dir(self) -> Path:

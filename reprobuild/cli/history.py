@@ -385,6 +385,8 @@ def _metrics_diff(args) -> int:
     ]
     if rows:
         _print_rows(("path", "metric", la, lb, "change"), rows)
+    elif not a.metrics and not b.metrics:
+        print(f"no metrics found in {la} or {lb}")
     else:
         print(f"no metrics changed ({la} -> {lb})")
     return EXIT_OK

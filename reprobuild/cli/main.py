@@ -377,10 +377,7 @@ def cmd_commit(args) -> int:
 
 
 def _expand_names(project, targets):
-    from ..graph import resolve_target
-
-    for t in targets:
-        yield from resolve_target(t, project.pipeline, project.outs, str(project.ws.dir))
+    return project.resolve(targets)
 
 
 def cmd_gc(args) -> int:

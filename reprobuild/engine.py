@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import decision as dmod
+from . import gitignore, sources
 from .cache import CorruptObject, MissingObject
 from .decision import RESTORE, RUN, SKIP, Decision
 from .errors import UsageError
@@ -60,16 +61,22 @@ class Summary:
 
 
 def plan(
-    project: Project, names: list[str], entries: dict, forced=(), run_cache: bool = True
+    project: Project,
+    names: list[str],
+    entries: dict,
+    forced=(),
+    run_cache: bool = True,
+    sources_known: dict[str, Meta] | None = None,
 ) -> list[Decision]:
     """Every stage's fate if built now, in build order, without touching anything.
 
     A stage downstream of one that will run cannot know its inputs yet: those
     inputs are 'unknown' and it gets `upstream: NAME` as a reason. Outputs an
-    upstream stage will restore are known from its run record.
+    upstream stage will restore are known from its run record, and missing
+    tracked sources (`sources_known`) from their pins.
     """
     remade: dict[str, str] = {}  # out path -> stage that will remake it
-    known: dict[str, Meta] = {}  # out path -> its content, for outs that will be restored
+    known: dict[str, Meta] = dict(sources_known or {})  # path -> content it will have
     decisions = []
     for name in names:
         stage = project.pipeline.stages[name]
@@ -111,7 +118,12 @@ def build(project: Project, opts: BuildOptions, reporter: Reporter, executor=Non
         if problem:
             reporter.warning(problem)
         forced = set(project.resolve(opts.targets) if opts.targets else names) if opts.force else ()
-        for d in plan(project, names, entries, forced, opts.run_cache):
+        source_states = sources.check(project, project.read_sources())
+        for st in source_states:
+            if st.reason:
+                reporter.source_planned(st.path, st.reason)
+        known = sources.known_contents(source_states)
+        for d in plan(project, names, entries, forced, opts.run_cache, known):
             reporter.stage_planned(d)
         return Summary()
     project.cache.ensure()
@@ -125,7 +137,11 @@ def build(project: Project, opts: BuildOptions, reporter: Reporter, executor=Non
             reporter.warning(problem)
         writer = project.lock_writer(entries)
         try:
-            return Builder(project, opts, reporter, entries, writer).run(names, executor)
+            builder = Builder(project, opts, reporter, entries, writer)
+            builder.sync_sources(names)
+            summary = builder.run(names, executor)
+            gitignore.sync(project)
+            return summary
         finally:
             writer.close()
             project.save_stats()
@@ -145,12 +161,40 @@ class Builder:
             if opts.force
             else set()
         )
+        self.missing_sources: dict[str, str] = {}  # path -> reason, sources not to be had
         self.remote = None
         if opts.pull:
             from .remote import open_remote  # fsspec only when a remote is used
 
             self.remote = open_remote(project, opts.remote)
             self.remote.on_warning = reporter.warning  # refused remote objects reach the console
+
+    def sync_sources(self, names: list[str]) -> None:
+        """Before any stage is decided: record changed sources (content into the cache,
+        then the pin into the lockfile) and bring missing ones back from the cache (and
+        the remote with --pull)."""
+        w = self.writer
+        for path in sources.undeclared(self.p, w.sources):
+            w.update_source(path, None)
+        wanted = sources.needed_by(self.p, names) if self.opts.targets else None
+        for st in sources.check(self.p, w.sources, wanted):
+            if st.status in (sources.CHANGED, sources.UNRECORDED) and st.current is not None:
+                w.update_source(st.path, sources.record(self.p, st, w.sources.get(st.path)))
+                self.reporter.source_recorded(st.path, st.reason)
+            elif st.status == sources.MISSING:
+                if sources.restore(self.p, st) or self._pull_source(st):
+                    self.reporter.source_restored(st.path)
+                else:
+                    self.missing_sources[st.path] = st.reason
+            elif st.status == sources.UNRECORDED:
+                self.missing_sources[st.path] = st.reason
+        w.flush()
+
+    def _pull_source(self, st) -> bool:
+        if self.remote is None:
+            return False
+        self.remote.fetch([st.locked])
+        return sources.restore(self.p, st)
 
     def run(self, names: list[str], executor=None) -> Summary:
         selected = set(names)
@@ -272,8 +316,12 @@ class Builder:
             and self.remote.fetch_run(d.state.key)
         ):
             d = dmod.decide(stage, self.entries.get(name), self.p.prober, self.p.cache)
-        if d.state.unknown:  # an upstream stage did not make it
-            return self._fail(name, f"dep missing: {d.state.unknown[0]}")
+        if d.state.unknown:  # an upstream stage did not make it, or a source is not to be had
+            path = d.state.unknown[0]
+            src = self.p.pipeline.source_of(path)
+            if src is not None and src.path in self.missing_sources:
+                return self._fail(name, self.missing_sources[src.path])
+            return self._fail(name, f"dep missing: {path}")
         if stage.frozen and d.fate == RESTORE:
             return self._restore_frozen(d)
         if d.fate == RESTORE:
@@ -450,10 +498,15 @@ def _install_interrupt(executor, builder):
 # -- commit and checkout ----------------------------------------------------
 
 
-def commit(project: Project, names: list[str], reporter: Reporter) -> list[str]:
-    """Record the workspace as it is for these stages; returns the stages recorded.
+def commit(
+    project: Project, names: list[str], reporter: Reporter, source_paths: list[str] | None = None
+) -> list[str]:
+    """Record the workspace as it is for these stages and tracked sources (None: every
+    source); returns what was recorded.
 
-    Every stage is checked before anything is written: all or nothing.
+    Every stage is checked before anything is written: all or nothing. A run
+    record is what a run of that key produced: an existing one is never
+    rewritten (the lockfile records the workspace; the record keeps history).
     """
     project.cache.ensure()
     with workspace_lock(project.ws.state_dir), project.cache.using():
@@ -469,6 +522,20 @@ def commit(project: Project, names: list[str], reporter: Reporter) -> list[str]:
             states[name] = state
         entries, _ = project.read_lock()
         writer = project.lock_writer(entries)
+        wanted = None
+        if source_paths is not None:
+            wanted = [s for s in project.pipeline.sources if s.path in source_paths]
+        recorded = []
+        for st in sources.check(project, writer.sources, wanted):
+            if st.current is None:
+                if st.status != sources.OK and source_paths is not None:
+                    raise_missing("(source)", st.path, "source")
+                continue
+            if st.status != sources.OK:
+                writer.update_source(
+                    st.path, sources.record(project, st, writer.sources.get(st.path))
+                )
+                recorded.append(st.path)
         for name, state in states.items():
             stage = project.pipeline.stages[name]
             outs = {}
@@ -480,12 +547,13 @@ def commit(project: Project, names: list[str], reporter: Reporter) -> list[str]:
                     else project.hasher.path(path)
                 )
                 outs[dmod.lock_path(out.path, meta)] = meta
-            if all(o.cache for o in stage.outs):
+            if all(o.cache for o in stage.outs) and project.cache.read_run(state.key) is None:
                 project.cache.write_run(state.key, name, outs)
             writer.update(name, state.lock_entry(dict(sorted(outs.items()))))
         writer.close()
         project.save_stats()
-    return list(states)
+        gitignore.sync(project)
+    return recorded + list(states)
 
 
 def raise_missing(stage, path, what):
@@ -502,16 +570,33 @@ class CheckoutResult:
 
 
 def checkout(
-    project: Project, entries: dict, names: list[str] | None = None, force: bool = False
+    project: Project,
+    entries: dict,
+    names: list[str] | None = None,
+    force: bool = False,
+    pins: dict | None = None,
+    source_paths: list[str] | None = None,
 ) -> CheckoutResult:
-    """Make workspace outs match `entries` (a lockfile's stages) from the cache; runs nothing.
+    """Make workspace outs match `entries` (a lockfile's stages) and tracked sources match
+    `pins` (its `sources:` section) from the cache; runs nothing.
 
-    Only paths the current pipeline declares as that stage's outs are written
-    (a lockfile from a branch or a pull request cannot name other paths), and
-    a file changed by hand whose content the cache lacks is kept unless `force`.
+    Only paths the current pipeline declares as that stage's outs, or as
+    sources, are written (a lockfile from a branch or a pull request cannot
+    name other paths), and a file changed by hand whose content the cache
+    lacks is kept unless `force`. `names` None means every stage and, unless
+    `source_paths` narrows them, every source; named stages bring no sources.
     """
     result = CheckoutResult()
+    declared_sources = {s.path for s in project.pipeline.sources}
+    if source_paths is None:
+        source_paths = sorted(pins or {}) if names is None else []
     with workspace_lock(project.ws.state_dir), project.cache.using():
+        for path in source_paths:
+            meta = Meta.from_lock((pins or {}).get(path))
+            if meta is None or path not in declared_sources:
+                result.ignored.append(f"(source): {path}")
+                continue
+            _checkout_one(project, "(source)", path, meta, force, result)
         for name in sorted(entries) if names is None else names:
             entry = entries.get(name) or {}
             stage = project.pipeline.stages.get(name)
@@ -522,17 +607,21 @@ def checkout(
                 if meta is None or rel not in declared:
                     result.ignored.append(f"{name}: {rel}")
                     continue
-                current = project.prober.meta(rel)
-                if current is not None and current.hash == meta.hash:
-                    result.unchanged.append(rel)
-                    continue
-                if current is not None and not force and not project.cache.has(current):
-                    result.kept.append(rel)
-                    continue
-                try:
-                    project.cache.restore(meta, project.prober.abspath(rel), project.hasher)
-                    result.restored.append(rel)
-                except (MissingObject, CorruptObject):
-                    result.missing.append(f"{name}: {rel}")
+                _checkout_one(project, name, rel, meta, force, result)
         project.save_stats()
     return result
+
+
+def _checkout_one(project, owner: str, rel: str, meta: Meta, force: bool, result) -> None:
+    current = project.prober.meta(rel)
+    if current is not None and current.hash == meta.hash:
+        result.unchanged.append(rel)
+        return
+    if current is not None and not force and not project.cache.has(current):
+        result.kept.append(rel)
+        return
+    try:
+        project.cache.restore(meta, project.prober.abspath(rel), project.hasher)
+        result.restored.append(rel)
+    except (MissingObject, CorruptObject):
+        result.missing.append(f"{owner}: {rel}")

@@ -1,6 +1,7 @@
 """Removing cache objects and run records that no kept lockfile refers to.
 
-Kept lockfiles: every `NAME.lock` beside a `NAME.yaml` in the workspace (so pipelines that
+Kept lockfiles: every `NAME.lock` beside a `NAME.yaml` in the workspace
+(their stages' outs and run records, and their tracked sources) (so pipelines that
 share one cache keep each other's objects), and with `all_commits` every
 version of them in git history. The caller holds the cache's exclusive lock
 (cache.py), so no build, in this workspace or another sharing the cache, has
@@ -46,12 +47,13 @@ def kept_entries(root: Path, cache_root: Path, all_commits: bool) -> tuple[list[
     entries, versions = [], 0
     files = workspace_lockfiles(root, cache_root)
     for path in files:
-        stages, problem = lockfile.read(path)
+        stages, sources, problem = lockfile.read_all(path)
         if problem:  # e.g. merge-conflict markers: what it names is unknown, so keep everything
             raise CacheError(
                 f"{path}: {problem.split(';')[0]}; gc removes nothing until it is fixed"
             )
         entries.extend(stages.values())
+        entries.append({"outs": sources})  # tracked sources: kept like outs, no run record
         versions += 1
     if all_commits:
         top = gitrev.require_repo(root)
@@ -60,13 +62,14 @@ def kept_entries(root: Path, cache_root: Path, all_commits: bool) -> tuple[list[
             for commit in gitrev.commits_touching(top, rel):
                 text = gitrev.show(top, commit, rel)
                 if text:
-                    stages, problem = lockfile.parse(text)
+                    stages, sources, problem = lockfile.parse_all(text)
                     if problem:
                         raise CacheError(
                             f"{rel} at {commit[:12]}: {problem.split(';')[0]}; "
                             "gc removes nothing until it can read every version"
                         )
                     entries.extend(stages.values())
+                    entries.append({"outs": sources})
                     versions += 1
     return entries, versions
 
@@ -76,7 +79,8 @@ def collect(cache: Cache, root: Path, all_commits: bool = False, dry_run: bool =
     keep_objects: set[tuple[str, bool]] = set()
     keep_runs: set[str] = set()
     for entry in entries:
-        keep_runs.add(entry["key"])
+        if "key" in entry:
+            keep_runs.add(entry["key"])
         for d in (entry.get("outs") or {}).values():
             if not isinstance(d, dict) or "hash" not in d:
                 continue

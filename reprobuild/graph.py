@@ -72,7 +72,11 @@ def build(pipeline: Pipeline, root_dir: str) -> nx.DiGraph:
                         line=dep.line,
                         stage=stage.name,
                     )
-            if not producers and not os.path.exists(os.path.join(root_dir, dep.path)):
+            if (
+                not producers
+                and pipeline.source_of(dep.path) is None  # a fresh clone pulls it
+                and not os.path.exists(os.path.join(root_dir, dep.path))
+            ):
                 kind = "code file" if dep in stage.code else "dep"
                 raise PipelineError(
                     f"{kind} '{dep.path}' does not exist and no stage makes it",

@@ -3,6 +3,8 @@
 Format (YAML, schema 1):
 
     schema: 1
+    sources:                     # tracked sources (sources.py), sorted by path
+      PATH: {hash, size[, nfiles][, url, etag, version_id, checksum, mtime]}
     stages:                      # sorted by stage name
       NAME:
         key: <32 hex>            # XXH3-128 of the stage's canonical inputs (decision.State.key)
@@ -22,7 +24,7 @@ read, or of another schema, is not an error: it means "rebuild everything",
 and the reader says so.
 
 Parsed copy (`.reprobuild/NAME.lock.json`): `{"lock_hash": XXH3 of the lockfile's
-bytes, "stages": {...}}`. Parsing YAML costs ~100 ms for 1,000 stages, JSON
+bytes, "stages": {...}, "sources": {...}}`. Parsing YAML costs ~100 ms for 1,000 stages, JSON
 a tenth of that, so a no-op build reads the copy whenever its hash matches
 the lockfile's bytes; any edit of the lockfile (git checkout, merge, by hand)
 changes the hash and the YAML is parsed again. It is only a cache.
@@ -66,60 +68,81 @@ _LockDumper.add_representer(
 
 def read(path: Path, parsed_copy: Path | None = None) -> tuple[dict, str | None]:
     """(stages, problem). A missing file is empty with no problem; a bad one is empty with one."""
+    stages, _, problem = read_all(path, parsed_copy)
+    return stages, problem
+
+
+def read_all(path: Path, parsed_copy: Path | None = None) -> tuple[dict, dict, str | None]:
+    """(stages, sources, problem), through the parsed copy when it matches the file's bytes."""
     try:
         raw = path.read_bytes()
         text = raw.decode("utf-8")
     except FileNotFoundError:
-        return {}, None
+        return {}, {}, None
     except (OSError, UnicodeDecodeError) as exc:
-        return {}, f"cannot read {path.name} ({exc}); treating every stage as new"
+        return {}, {}, f"cannot read {path.name} ({exc}); treating every stage as new"
     if parsed_copy is None:
-        return parse(text, path.name)
+        return parse_all(text, path.name)
     digest = hash_bytes(raw)
     try:
         copy = json.loads(parsed_copy.read_bytes())
         if copy.get("lock_hash") == digest:
-            return copy["stages"], None
+            return copy["stages"], copy.get("sources", {}), None
     except (OSError, ValueError, AttributeError, KeyError):
         pass
-    stages, problem = parse(text, path.name)
+    stages, sources, problem = parse_all(text, path.name)
     if not problem:
-        _save_copy(parsed_copy, digest, stages)
-    return stages, problem
+        _save_copy(parsed_copy, digest, stages, sources)
+    return stages, sources, problem
 
 
-def _save_copy(parsed_copy: Path, digest: str, stages: dict) -> None:
+def _save_copy(parsed_copy: Path, digest: str, stages: dict, sources: dict) -> None:
     if not parsed_copy.parent.is_dir():
         return
+    doc = {"lock_hash": digest, "stages": stages, "sources": sources}
     try:
-        atomic_write(parsed_copy, json.dumps({"lock_hash": digest, "stages": stages}).encode())
+        atomic_write(parsed_copy, json.dumps(doc).encode())
     except (OSError, TypeError, ValueError):
         pass  # only a cache
 
 
 def parse(text: str, name: str = "reprobuild.lock") -> tuple[dict, str | None]:
+    stages, _, problem = parse_all(text, name)
+    return stages, problem
+
+
+def parse_all(text: str, name: str = "reprobuild.lock") -> tuple[dict, dict, str | None]:
     try:
         data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError:
-        return {}, f"{name} is not valid YAML; treating every stage as new"
+        return {}, {}, f"{name} is not valid YAML; treating every stage as new"
     if data is None:
-        return {}, None
+        return {}, {}, None
     if (
         not isinstance(data, dict)
         or data.get("schema") != SCHEMA
-        or not isinstance(data.get("stages"), dict)
+        or not isinstance(data.get("stages", {}), dict)
+        or not isinstance(data.get("sources", {}), dict)
     ):
-        return {}, f"{name} has an unknown format or schema; treating every stage as new"
+        return {}, {}, f"{name} has an unknown format or schema; treating every stage as new"
     stages = {
         k: v
-        for k, v in data["stages"].items()
+        for k, v in (data.get("stages") or {}).items()
         if isinstance(v, dict) and isinstance(v.get("key"), str)
     }
-    return stages, None
+    sources = {
+        k: v
+        for k, v in (data.get("sources") or {}).items()
+        if isinstance(k, str) and isinstance(v, dict) and isinstance(v.get("hash"), str)
+    }
+    return stages, sources, None
 
 
-def dumps(stages: dict) -> str:
-    body = {"schema": SCHEMA, "stages": {name: _ordered(stages[name]) for name in sorted(stages)}}
+def dumps(stages: dict, sources: dict | None = None) -> str:
+    body = {"schema": SCHEMA}
+    if sources:
+        body["sources"] = {p: _Flow(_meta_order(sources[p])) for p in sorted(sources)}
+    body["stages"] = {name: _ordered(stages[name]) for name in sorted(stages)}
     return yaml.dump(
         body,
         Dumper=_LockDumper,
@@ -155,11 +178,13 @@ def _meta_order(meta: dict) -> list:
     return first + sorted((k, v) for k, v in meta.items() if k not in ("hash", "size", "nfiles"))
 
 
-def write(path: Path, stages: dict, parsed_copy: Path | None = None) -> None:
-    data = dumps(stages).encode("utf-8")
+def write(
+    path: Path, stages: dict, parsed_copy: Path | None = None, sources: dict | None = None
+) -> None:
+    data = dumps(stages, sources).encode("utf-8")
     atomic_write(path, data, what="lockfile")
     if parsed_copy is not None:
-        _save_copy(parsed_copy, hash_bytes(data), stages)
+        _save_copy(parsed_copy, hash_bytes(data), stages, sources or {})
 
 
 class LockWriter:
@@ -179,9 +204,11 @@ class LockWriter:
         stages: dict,
         known: set[str] | None = None,
         parsed_copy: Path | None = None,
+        sources: dict | None = None,
     ):
         self.path = path
         self.parsed_copy = parsed_copy
+        self.sources = dict(sources or {})
         self.stages = dict(stages)
         if known is not None:  # entries of stages no longer in the pipeline are dropped
             self.stages = {k: v for k, v in self.stages.items() if k in known}
@@ -195,13 +222,22 @@ class LockWriter:
             self.pending = True
         self.flush(force=False)
 
+    def update_source(self, path: str, entry: dict | None) -> None:
+        """Record a tracked source's entry (None: no longer tracked)."""
+        if self.sources.get(path) != entry:
+            if entry is None:
+                self.sources.pop(path, None)
+            else:
+                self.sources[path] = entry
+            self.pending = True
+
     def flush(self, force: bool = True) -> None:
         if not self.pending:
             return
         now = time.monotonic()
         if not force and now - self.last_write < 10 * self.last_cost:
             return
-        write(self.path, self.stages, self.parsed_copy)
+        write(self.path, self.stages, self.parsed_copy, self.sources)
         self.last_cost = time.monotonic() - now
         self.last_write = time.monotonic()
         self.pending = False

@@ -19,7 +19,17 @@ from .errors import PipelineError
 from .templating import Context, TemplateError
 from .workspace import Workspace
 
-TOP_FIELDS = {"params", "env", "vars", "stages", "cache", "remote", "executor", "link"}
+TOP_FIELDS = {
+    "params",
+    "env",
+    "vars",
+    "sources",
+    "stages",
+    "cache",
+    "remote",
+    "executor",
+    "link",
+}
 STAGE_FIELDS = {
     "desc",
     "cmd",
@@ -55,6 +65,15 @@ class Dep:
     path: str  # relative to the pipeline folder, posix
     line: int = 0
     auto: bool = False  # found from the command, not listed
+
+
+@dataclass(frozen=True)
+class Source:
+    """A tracked source: data no stage makes, its content kept in the cache (sources.py)."""
+
+    path: str  # relative to the pipeline folder, posix, no trailing slash
+    url: str | None = None  # imported from this fsspec URL (`reprobuild import`)
+    line: int = 0
 
 
 @dataclass(frozen=True)
@@ -96,6 +115,14 @@ class Pipeline:
     link: str = "copy"
     executor: dict = field(default_factory=dict)
     params_files: tuple[str, ...] = ()  # every params file read, relative to the pipeline folder
+    sources: tuple[Source, ...] = ()
+
+    def source_of(self, path: str) -> Source | None:
+        """The tracked source that is `path` or holds it."""
+        for src in self.sources:
+            if path == src.path or path.startswith(src.path + "/"):
+                return src
+        return None
 
 
 def load(ws: Workspace) -> Pipeline:
@@ -183,7 +210,48 @@ class Loader:
             link,
             dict(executor),
             tuple(self.params_files_data),
+            self.sources(data, stages),
         )
+
+    def sources(self, data, stages: dict[str, Stage]) -> tuple[Source, ...]:
+        """`sources: [PATH, {PATH: {url: URL}}, ...]`: no overlap with each other or any out."""
+        value = data.get("sources")
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            raise self.error("`sources` must be a list of paths", data, "sources")
+        found: list[Source] = []
+        for i, entry in enumerate(value):
+            url = None
+            if isinstance(entry, dict) and len(entry) == 1:
+                ((entry, opts),) = entry.items()
+                if (
+                    not isinstance(opts, dict)
+                    or set(opts) != {"url"}
+                    or not isinstance(opts["url"], str)
+                ):
+                    raise self.error("options of a source are {url: URL}", value, i)
+                url = opts["url"]
+            if not isinstance(entry, str) or not entry:
+                raise self.error("each entry of `sources` must be a path", value, i)
+            path = self.check_path(entry, ".", value, i, None)
+            if path == ".":
+                raise self.error("a source cannot be the pipeline's own folder", value, i)
+            self.check_out_target(path, entry, value, i, None)
+            line = yamlio.line_of(value, i)
+            for other in found:
+                if _overlap(path, other.path):
+                    raise self.error(f"source '{path}' overlaps source '{other.path}'", line=line)
+            for stage in stages.values():
+                for out in stage.outs:
+                    if _overlap(path, out.path):
+                        raise self.error(
+                            f"source '{path}' overlaps out '{out.path}' of stage "
+                            f"'{stage.name}'; a path is either made by a stage or tracked",
+                            line=line,
+                        )
+            found.append(Source(path, url, line))
+        return tuple(found)
 
     def params_files(self, data) -> list[str]:
         value = data.get("params")
@@ -522,6 +590,10 @@ class Loader:
                 value = [self.check_path(v, ".", value, i, stage) for i, v in enumerate(value)]
             fields[name] = tuple(sorted(set(getattr(base, name)) | set(value)))
         return EnvSpec(**fields)
+
+
+def _overlap(a: str, b: str) -> bool:
+    return a == b or a.startswith(b + "/") or b.startswith(a + "/")
 
 
 def _label(value, index: int) -> str:

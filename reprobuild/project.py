@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,12 +48,18 @@ class Project:
     def parsed_lock(self) -> Path:
         return self.ws.state_dir / (self.ws.lock_file.name + ".json")
 
-    def lock_writer(self, entries: dict) -> lockfile.LockWriter:
+    def read_sources(self) -> dict:
+        """The lockfile's `sources:` section: {path: entry}."""
+        return lockfile.read_all(self.ws.lock_file, self.parsed_lock)[1]
+
+    def lock_writer(self, entries: dict, sources: dict | None = None) -> lockfile.LockWriter:
+        """Writes `entries` (stages); the sources section is kept as read unless given."""
         return lockfile.LockWriter(
             self.ws.lock_file,
             entries,
             known=set(self.pipeline.stages),
             parsed_copy=self.parsed_lock,
+            sources=self.read_sources() if sources is None else sources,
         )
 
     def select(self, targets) -> list[str]:
@@ -64,6 +71,18 @@ class Project:
         for t in targets:
             names += graph_mod.resolve_target(t, self.pipeline, self.outs, str(self.ws.dir))
         return list(dict.fromkeys(names))
+
+    def split_sources(self, targets) -> tuple[list[str], list[str]]:
+        """(tracked source paths, other targets) among command-line targets."""
+        declared = {s.path for s in self.pipeline.sources}
+        paths, rest = [], []
+        for t in targets:
+            rel = os.path.relpath(os.path.abspath(t), self.ws.dir).replace(os.sep, "/")
+            if rel.rstrip("/") in declared:
+                paths.append(rel.rstrip("/"))
+            else:
+                rest.append(t)
+        return paths, rest
 
     def sweep_lock_temps(self) -> None:
         """Temp lockfiles left by a killed process (only call while holding the workspace lock)."""

@@ -656,14 +656,23 @@ def _counter_class():
 
 
 def lock_outs(
-    project, names: list[str] | None
+    project, names: list[str] | None, source_paths: list[str] | None = None
 ) -> tuple[list[tuple[str, str, Meta]], list[str], dict]:
-    """(stage, path, meta) of every cached out the lockfile records for these stages,
-    the keys of their run records, and the lockfile's entries."""
+    """(stage, path, meta) of every cached out the lockfile records for these stages
+    (all when None) and of the tracked sources in `source_paths` (all when None;
+    stage "(source)"), the keys of their run records, and the lockfile's entries."""
+    from . import sources
+
     entries, problem = project.read_lock()
     if problem:
         raise UsageError(problem)
-    outs, keys = [], []
+    declared = {s.path for s in project.pipeline.sources}
+    outs = [
+        ("(source)", path, meta)
+        for path, meta in sources.metas(project.read_sources(), source_paths)
+        if path in declared and HEX.match(meta.hash)
+    ]
+    keys = []
     for name in names if names is not None else list(project.pipeline.stages):
         entry, stage = entries.get(name), project.pipeline.stages.get(name)
         if not entry or stage is None:
@@ -684,8 +693,10 @@ def push(
     names: list[str] | None = None,
     everything: bool = False,
     progress: Progress | None = None,
+    source_paths: list[str] | None = None,
 ) -> TransferResult:
-    """Upload what the lockfile names for `names` (all stages when None), or the whole cache."""
+    """Upload what the lockfile names for `names` (all stages when None) and the sources in
+    `source_paths` (all when None), or the whole cache."""
     with project.cache.using():
         if everything:
             metas = [
@@ -694,19 +705,24 @@ def push(
             keys = [k for _, k in project.cache.iter_runs()]
             result = remote.push(metas, keys, progress)
             return result
-        outs, keys, _ = lock_outs(project, names)
+        outs, keys, _ = lock_outs(project, names, source_paths)
         result = remote.push([m for _, _, m in outs], keys, progress)
         result.missing = [f"{stage}: {path}" for stage, path, m in outs if not project.cache.has(m)]
         return result
 
 
 def pull(
-    project, remote: Remote, names: list[str] | None = None, progress: Progress | None = None
+    project,
+    remote: Remote,
+    names: list[str] | None = None,
+    progress: Progress | None = None,
+    source_paths: list[str] | None = None,
 ) -> tuple[TransferResult, dict]:
-    """Download what the lockfile names for `names` into the local cache; (result, lock entries)."""
+    """Download what the lockfile names for `names` and `source_paths` (as lock_outs) into
+    the local cache; (result, lock entries)."""
     project.cache.ensure()
     with project.cache.using():
-        outs, keys, entries = lock_outs(project, names)
+        outs, keys, entries = lock_outs(project, names, source_paths)
         result = remote.fetch([m for _, _, m in outs], progress)
         result.runs = remote.fetch_runs(keys)
         result.missing = [f"{stage}: {path}" for stage, path, m in outs if not project.cache.has(m)]

@@ -10,6 +10,9 @@ from __future__ import annotations
 class Reporter:
     def warning(self, message: str) -> None: ...
     def waiting_for_lock(self, holder: str) -> None: ...
+    def source_planned(self, path: str, reason: str) -> None: ...  # dry run / status
+    def source_recorded(self, path: str, reason: str) -> None: ...  # stored and pinned
+    def source_restored(self, path: str) -> None: ...
     def build_started(self, stages: list[str]) -> None: ...
     def stage_planned(self, decision) -> None: ...  # dry run: the fate it would have
     def stage_skipped(self, decision) -> None: ...
@@ -36,6 +39,12 @@ class RecordingReporter(Reporter):
 
     def stage_planned(self, d):
         self._add("planned", d.stage, d.fate, tuple(d.reasons))
+
+    def source_recorded(self, path, reason):
+        self._add("source recorded", path, reason)
+
+    def source_restored(self, path):
+        self._add("source restored", path)
 
     def stage_skipped(self, d):
         self._add("skipped", d.stage)

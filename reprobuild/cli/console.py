@@ -46,6 +46,16 @@ class ConsoleReporter(Reporter):
             f"waiting for another reprobuild (pid {holder}) to finish with this workspace..."
         )
 
+    def source_planned(self, path, reason):
+        self.c.print(f"[yellow]{'source':>10}[/] [bold]{escape(path)}[/]")
+        self.c.print(f"{'':>12}{escape(reason)}")
+
+    def source_recorded(self, path, reason):
+        self.say(f"[cyan]{'recorded':>10}[/] [bold]{escape(path)}[/] [dim]({escape(reason)})[/]")
+
+    def source_restored(self, path):
+        self.say(f"[cyan]{'restored':>10}[/] [bold]{escape(path)}[/] [dim](tracked source)[/]")
+
     def stage_planned(self, d):
         style = FATE_STYLE.get(d.fate, "")
         self.c.print(f"[{style}]{FATE_WORD[d.fate]:>10}[/] [bold]{escape(d.stage)}[/]")

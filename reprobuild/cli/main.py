@@ -283,15 +283,20 @@ def _executor_settings(args, configured: dict) -> tuple[str, str | None, int]:
 
 
 def cmd_status(args) -> int:
+    from .. import sources
     from ..engine import plan
 
     project = _open(args)
     entries, problem = project.read_lock()
-    decisions = plan(project, project.select(args.targets), entries)
+    names = project.select(args.targets)
+    wanted = sources.needed_by(project, names) if args.targets else None
+    source_states = [s for s in sources.check(project, project.read_sources(), wanted) if s.reason]
+    decisions = plan(project, names, entries, sources_known=sources.known_contents(source_states))
     project.save_stats()
     stale = [d for d in decisions if d.stale]
     if args.json:
         doc = {
+            "sources": {s.path: s.reason for s in source_states},
             "stages": {d.stage: {"fate": d.fate, "reasons": d.reasons} for d in decisions},
             "stale": [d.stage for d in stale],
         }
@@ -304,11 +309,28 @@ def cmd_status(args) -> int:
         reporter = ConsoleReporter(make_console())
         if problem:
             reporter.warning(problem)
+        for st in source_states:
+            reporter.source_planned(st.path, st.reason)
         for d in stale:
             reporter.stage_planned(d)
-        if not stale:
+        if not stale and not source_states:
             print(f"{len(decisions)} stages up to date")
-    return EXIT_FAILED if args.check and stale else EXIT_OK
+        for path in _untracked_inputs(project, names)[:5]:
+            print(
+                f"hint: '{path}' is read but neither made by a stage nor tracked: "
+                f"`reprobuild add {path}` versions it"
+            )
+    return EXIT_FAILED if args.check and (stale or source_states) else EXIT_OK
+
+
+def _untracked_inputs(project, names) -> list[str]:
+    """Deps no stage makes and no source tracks: hashed, but their bytes are kept nowhere."""
+    found = []
+    for name in names:
+        for dep in project.pipeline.stages[name].deps:
+            if not project.outs.related(dep.path) and project.pipeline.source_of(dep.path) is None:
+                found.append(dep.path)
+    return sorted(set(found))
 
 
 def cmd_checkout(args) -> int:
@@ -316,20 +338,24 @@ def cmd_checkout(args) -> int:
 
     project = _open(args)
     if args.rev:
-        entries, problem = _lock_at_rev(project, args.rev)
+        entries, locked_sources, problem = _lock_at_rev(project, args.rev)
     else:
         entries, problem = project.read_lock()
+        locked_sources = project.read_sources()
     if problem:
         raise UsageError(problem)
-    names = None
-    if args.targets:  # only the named stages, not their upstream
-        names = [n for n in dict.fromkeys(_expand_names(project, args.targets)) if n in entries]
-    result = checkout(project, entries, names, force=args.force)
+    names, source_paths = None, None
+    if args.targets:  # only the named stages and sources, not their upstream
+        source_paths, stage_targets = project.split_sources(args.targets)
+        names = [n for n in project.resolve(stage_targets) if n in entries]
+    result = checkout(
+        project, entries, names, force=args.force, pins=locked_sources, source_paths=source_paths
+    )
     return _report_checkout(result, args)
 
 
 def _lock_at_rev(project, rev: str):
-    """The stages of the lockfile as it was at a git revision."""
+    """The stages and sources of the lockfile as it was at a git revision."""
     from .. import gitrev, lockfile
 
     top = gitrev.require_repo(project.ws.dir)
@@ -337,7 +363,7 @@ def _lock_at_rev(project, rev: str):
     text = gitrev.show(top, rev, rel)
     if text is None:
         raise UsageError(f"revision '{rev}' has no {rel}")
-    return lockfile.parse(text, f"{rel} at {rev}")
+    return lockfile.parse_all(text, f"{rel} at {rev}")
 
 
 def _report_checkout(result, args) -> int:
@@ -365,11 +391,12 @@ def cmd_commit(args) -> int:
     from ..reporter import Reporter
 
     project = _open(args)
-    if args.targets:  # only the named stages, not their upstream
-        names = list(dict.fromkeys(_expand_names(project, args.targets)))
+    if args.targets:  # only the named stages and sources, not their upstream
+        source_paths, stage_targets = project.split_sources(args.targets)
+        names = project.resolve(stage_targets)
     else:
-        names = project.select([])
-    done = commit(project, names, Reporter())
+        source_paths, names = None, project.select([])
+    done = commit(project, names, Reporter(), source_paths)
     if not args.quiet:
         for name in done:
             print(f"committed {name}")

@@ -23,7 +23,7 @@ def register(add) -> None:
         "targets",
         nargs="*",
         metavar="TARGET",
-        help="stages or outputs (upstream included); default all",
+        help="stages, outputs (upstream included) or tracked sources; default all",
     )
     p.add_argument(
         "--all",
@@ -37,7 +37,12 @@ def register(add) -> None:
         "targets",
         nargs="*",
         metavar="TARGET",
-        help="stages or outputs (upstream included); default all",
+        help="stages, outputs or tracked sources (only their own data); default all",
+    )
+    q.add_argument(
+        "--with-deps",
+        action="store_true",
+        help="also the outputs of the targets' upstream stages and the sources they read",
     )
     _transfer_options(q)
 
@@ -56,11 +61,11 @@ def cmd_push(args) -> int:
 
     if args.everything and args.targets:
         raise UsageError("push takes TARGETs or --all, not both")
-    project, names = _open(args)
+    project, names, source_paths = _open(args, with_deps=True)
     remote = open_remote(project, args.remote, jobs=args.jobs, create=True)
     _warn_on_console(remote)
     with _progress("push", args.quiet) as progress:
-        result = push(project, remote, names, args.everything, progress)
+        result = push(project, remote, names, args.everything, progress, source_paths)
     _say(
         args,
         f"pushed {result.objects} objects ({_size(result.bytes)}) and {result.runs} run records "
@@ -77,11 +82,11 @@ def cmd_pull(args) -> int:
     from ..engine import checkout
     from ..remote import open_remote, pull
 
-    project, names = _open(args)
+    project, names, source_paths = _open(args, with_deps=args.with_deps)
     remote = open_remote(project, args.remote, jobs=args.jobs)
     _warn_on_console(remote)
     with _progress("pull", args.quiet) as progress:
-        result, entries = pull(project, remote, names, progress)
+        result, entries = pull(project, remote, names, progress, source_paths)
     _say(
         args,
         f"pulled {result.objects} objects ({_size(result.bytes)}) and {result.runs} run records "
@@ -89,7 +94,7 @@ def cmd_pull(args) -> int:
     )
     for item in result.missing:
         print(f"missing from the remote: {item}", file=sys.stderr)
-    co = checkout(project, entries, names)
+    co = checkout(project, entries, names, pins=project.read_sources(), source_paths=source_paths)
     if not args.quiet:
         for path in co.restored:
             print(f"restored {path}")
@@ -100,13 +105,26 @@ def cmd_pull(args) -> int:
     return EXIT_FAILED if result.missing or co.missing else EXIT_OK
 
 
-def _open(args):
+def _open(args, with_deps: bool):
+    """(project, stage names, source paths) the targets name; None, None for everything.
+
+    Without `with_deps` only the named stages' own outputs and the named sources;
+    with it, their upstream stages too and every source those stages read.
+    """
+    from .. import sources
     from ..project import Project
 
     if args.jobs < 1:
         raise UsageError("-j takes a number >= 1")
     project = Project.open(args.file, args.cache_dir)
-    return project, (project.select(args.targets) if args.targets else None)
+    if not args.targets:
+        return project, None, None
+    source_paths, stage_targets = project.split_sources(args.targets)
+    if not with_deps:
+        return project, project.resolve(stage_targets), source_paths
+    names = project.select(stage_targets) if stage_targets else []
+    source_paths += [s.path for s in sources.needed_by(project, names)]
+    return project, names, list(dict.fromkeys(source_paths))
 
 
 def _say(args, text: str) -> None:

@@ -48,10 +48,11 @@ class OutIndex:
         return found
 
 
-def build(pipeline: Pipeline, root_dir: str) -> nx.DiGraph:
+def build(pipeline: Pipeline, root_dir: str, check_missing: bool = True) -> nx.DiGraph:
     """The DAG of stages (nodes are stage names, in file order); raises on bad structure.
 
-    `root_dir` is the pipeline folder, for the check that source deps exist.
+    `root_dir` is the pipeline folder, for the check (unless not `check_missing`,
+    as when `import` is about to bring one) that deps no stage makes exist.
     """
     stages = pipeline.stages
     g = nx.DiGraph()
@@ -73,7 +74,8 @@ def build(pipeline: Pipeline, root_dir: str) -> nx.DiGraph:
                         stage=stage.name,
                     )
             if (
-                not producers
+                check_missing
+                and not producers
                 and pipeline.source_of(dep.path) is None  # a fresh clone pulls it
                 and not os.path.exists(os.path.join(root_dir, dep.path))
             ):

@@ -30,16 +30,26 @@ class Project:
 
     @classmethod
     def open(
-        cls, file_opt: str | None = None, cache_opt: str | None = None, cwd: Path | None = None
+        cls,
+        file_opt: str | None = None,
+        cache_opt: str | None = None,
+        cwd: Path | None = None,
+        check_missing: bool = True,
     ) -> Project:
         ws = open_workspace(file_opt, cwd)
         pipe = pipeline_mod.load(ws)
-        g = graph_mod.build(pipe, str(ws.dir))
+        g = graph_mod.build(pipe, str(ws.dir), check_missing)
         cache = Cache(cache_dir(ws, pipe.cache, cache_opt), link=pipe.link)
         hasher = Hasher(StatCache(cache.stat_cache_path()))
         return cls(
             ws, pipe, g, cache, hasher, Prober(str(ws.dir), hasher), OutIndex.build(pipe.stages)
         )
+
+    def reload(self) -> None:
+        """Read the pipeline file again (after reprobuild itself edited it)."""
+        self.pipeline = pipeline_mod.load(self.ws)
+        self.graph = graph_mod.build(self.pipeline, str(self.ws.dir))
+        self.outs = OutIndex.build(self.pipeline.stages)
 
     def read_lock(self) -> tuple[dict, str | None]:
         return lockfile.read(self.ws.lock_file, self.parsed_lock)

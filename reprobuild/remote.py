@@ -725,5 +725,17 @@ def pull(
         outs, keys, entries = lock_outs(project, names, source_paths)
         result = remote.fetch([m for _, _, m in outs], progress)
         result.runs = remote.fetch_runs(keys)
+        _from_origins(project, [(p, m) for owner, p, m in outs if owner == "(source)"])
         result.missing = [f"{stage}: {path}" for stage, path, m in outs if not project.cache.has(m)]
     return result, entries
+
+
+def _from_origins(project, wanted: list[tuple[str, Meta]]) -> None:
+    """Imported sources neither cache has: their pinned version from the origin itself."""
+    pins = project.read_sources()
+    for path, meta in wanted:
+        entry = pins.get(path) or {}
+        if entry.get("url") and not project.cache.has(meta):
+            from . import origin
+
+            origin.fetch_pinned(project, path, entry)

@@ -27,6 +27,8 @@ import os
 from dataclasses import dataclass
 
 from .cache import CorruptObject, MissingObject
+from .errors import UsageError
+from .fsutil import atomic_write
 from .hashing import Meta
 from .pipeline import Source
 
@@ -146,3 +148,146 @@ def relative(project, path: str) -> str:
     """A command-line path (relative to the current folder) as the pipeline names it."""
     full = os.path.abspath(path)
     return os.path.relpath(full, project.ws.dir).replace(os.sep, "/").rstrip("/")
+
+
+# -- add, import, update ----------------------------------------------------
+
+
+def add(project, paths: list[str], url: str | None = None) -> list[tuple[str, Meta]]:
+    """Track `paths` (relative to the pipeline folder): declare them in the pipeline file,
+    store their content in the cache, pin them in the lockfile. Returns (path, Meta).
+
+    The new pipeline file is validated before anything is written; then the
+    order is cache, pipeline file, lockfile, so no file ever names content
+    the cache does not hold.
+    """
+    from . import gitignore
+    from .wslock import workspace_lock
+
+    declared = {s.path for s in project.pipeline.sources}
+    for rel in paths:
+        if not os.path.lexists(project.prober.abspath(rel)):
+            raise UsageError(f"'{rel}' does not exist")
+        inside = project.pipeline.source_of(rel)
+        if inside is not None and inside.path != rel:
+            raise UsageError(f"'{rel}' is inside the tracked source '{inside.path}'")
+        if project.outs.related(rel):
+            owner = project.outs.owner[project.outs.related(rel)[0]]
+            raise UsageError(
+                f"'{rel}' is an out of stage '{owner}' (or overlaps one): "
+                "a path is either made by a stage or tracked"
+            )
+    new = [p for p in dict.fromkeys(paths) if p not in declared]
+    text = project.ws.pipeline_file.read_text()
+    new_text = _declare(project, text, new, url)
+    done = []
+    with workspace_lock(project.ws.state_dir), project.cache.using():
+        entries, _ = project.read_lock()
+        writer = project.lock_writer(entries)
+        for rel in paths:
+            src = Source(rel, url) if rel in new else project.pipeline.source_of(rel)
+            state = SourceState(src, CHANGED, None, None)
+            entry = record(project, state, writer.sources.get(rel))
+            writer.update_source(rel, entry)
+            done.append((rel, Meta.from_lock(entry)))
+        if new_text != text:
+            atomic_write(project.ws.pipeline_file, new_text.encode())
+            project.reload()
+        writer.close()
+        project.save_stats()
+        gitignore.sync(project)
+    return done
+
+
+def _declare(project, text: str, paths: list[str], url: str | None) -> str:
+    """The pipeline file's text with `paths` added to `sources:`, checked by loading it."""
+    from . import graph as graph_mod
+    from . import pipeline as pipeline_mod
+    from . import pipeline_edit, yamlio
+
+    if not paths:
+        return text
+    try:
+        new_text = pipeline_edit.add_sources(text, [(p, url) for p in paths])
+    except ValueError as exc:
+        raise UsageError(f"{project.pipeline.file}: {exc}; add the source by hand") from None
+    display = project.pipeline.file
+    pipe = pipeline_mod.Loader(project.ws, display).load(yamlio.load(new_text, display))
+    graph_mod.build(pipe, str(project.ws.dir))
+    return new_text
+
+
+def import_url(project, url: str, rel: str) -> Meta:
+    """Download `url` into `rel`, track it, pin its origin's version."""
+    from . import origin
+
+    ident = origin.identity(url)
+    meta = origin.download(project, url, rel)
+    full = project.prober.abspath(rel)
+    if os.path.lexists(full):
+        current = project.prober.meta(rel)
+        if current is not None and current.hash != meta.hash and not project.cache.has(current):
+            raise UsageError(
+                f"'{rel}' exists and its content is in no cache; move it away or "
+                f"`reprobuild add {rel}` it first"
+            )
+    origin.install(project, rel, meta)
+    add(project, [rel], url=url)
+    _pin(project, rel, ident)
+    return meta
+
+
+def _pin(project, rel: str, ident: dict) -> None:
+    from . import origin
+    from .wslock import workspace_lock
+
+    with workspace_lock(project.ws.state_dir):
+        entries, _ = project.read_lock()
+        writer = project.lock_writer(entries)
+        entry = dict(writer.sources[rel])
+        for k in origin.PIN_FIELDS:
+            entry.pop(k, None)
+        entry.update(origin.pins_of(ident))
+        writer.update_source(rel, entry)
+        writer.close()
+
+
+@dataclass
+class UpdateResult:
+    path: str
+    status: str  # "up to date" | "updated" | "not an import"
+    old: str | None = None
+    new: str | None = None
+
+
+def update(project, paths: list[str] | None) -> list[UpdateResult]:
+    """Ask each import's origin for its current version; download and pin what changed."""
+    from . import origin
+
+    locked = project.read_sources()
+    chosen = [s for s in project.pipeline.sources if paths is None or s.path in paths]
+    unknown = set(paths or ()) - {s.path for s in chosen}
+    if unknown:
+        raise UsageError(f"'{sorted(unknown)[0]}' is not a tracked source")
+    results = []
+    for src in chosen:
+        entry = locked.get(src.path) or {}
+        if not src.url:
+            results.append(UpdateResult(src.path, "not an import"))
+            continue
+        ident = origin.identity(src.url)
+        if entry.get("url") == src.url and origin.same_version(entry, ident):
+            results.append(UpdateResult(src.path, "up to date"))
+            continue
+        current = project.prober.meta(src.path)
+        if current is not None and current.hash != entry.get("hash"):
+            project.cache.insert(project.prober.abspath(src.path), project.hasher)
+        meta = origin.download(project, src.url, src.path)
+        if meta.hash == entry.get("hash"):  # no pins to compare (plain http): same bytes
+            results.append(UpdateResult(src.path, "up to date"))
+            continue
+        origin.install(project, src.path, meta)
+        add(project, [src.path], url=src.url)
+        _pin(project, src.path, ident)
+        results.append(UpdateResult(src.path, "updated", entry.get("hash"), meta.hash))
+    return results

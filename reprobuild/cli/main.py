@@ -137,13 +137,12 @@ def parser() -> argparse.ArgumentParser:
     )
     g.add_argument("-n", "--dry-run", action="store_true", help="only list what would be removed")
 
-    from . import (
-        history,
-        remote,
-    )  # their subcommands: dag, lineage, diff, metrics, params; push, pull
+    # their subcommands: dag, lineage, diff, metrics, params; push, pull; add, import, update
+    from . import data, history, remote
 
     history.register(add)
     remote.register(add)
+    data.register(add)
 
     v = add(
         "verify", "re-run stages aside from the workspace and compare their outputs bit for bit"
@@ -494,9 +493,9 @@ COMMANDS = {
 
 
 def _plugin_commands():
-    from . import history, remote
+    from . import data, history, remote
 
-    return {**history.COMMANDS, **remote.COMMANDS}
+    return {**history.COMMANDS, **remote.COMMANDS, **data.COMMANDS}
 
 
 COMMANDS.update(_plugin_commands())

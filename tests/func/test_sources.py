@@ -4,8 +4,8 @@ remote, the S3 server on loopback and a local http.server; fresh clones that pul
 from __future__ import annotations
 
 import functools
-import shutil
 import http.server
+import shutil
 import threading
 
 import pytest

@@ -36,17 +36,19 @@ import os
 import stat as stat_mod
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import faults, hashing
 from .errors import CacheError
-from .fsutil import atomic_write, fsync_dir, remove_path
+from .fsutil import atomic_write, fsync_dir, remove_path, sync_filesystem
 from .fsutil import unlink_quiet as _unlink_quiet
 from .hashing import Meta
 
 RUN_SCHEMA = 1
+PARALLEL_FROM, COPY_THREADS = 64, 8  # folders of more files than this are stored on threads
 TMP_MAX_AGE = 24 * 3600  # a temp file this old belongs to a process that died
 try:
     import fcntl
@@ -119,38 +121,56 @@ class Cache:
         st = os.stat(path)
         if stat_mod.S_ISDIR(st.st_mode):
             entries = hasher.manifest(path)  # also fills the stat cache
-            for e in entries:
-                self._insert_file(os.path.join(path, e["path"]), hasher, e["hash"])
+            # Group commit: the files' objects go without an fsync each, then one
+            # filesystem sync, then the manifest that names them (fsynced).
+            missing = [e for e in entries if not self.object_path(e["hash"]).is_file()]
+
+            def one(e) -> bool:
+                return self._insert_file(os.path.join(path, e["path"]), hasher, None, False)[1]
+
+            if len(missing) > PARALLEL_FROM:  # many small files: the kernel's work overlaps
+                with ThreadPoolExecutor(COPY_THREADS, thread_name_prefix="store") as pool:
+                    wrote = any(list(pool.map(one, missing)))
+            else:
+                wrote = any([one(e) for e in missing])
+            if wrote:
+                sync_filesystem(self.objects)
             meta = hashing.folder_meta(entries)
             target = self.object_path(meta.hash, is_dir=True)
             if not target.exists():
                 self._publish_bytes(hashing.manifest_bytes(entries), target)
             return meta
-        digest = self._insert_file(path, hasher, hasher.stats.lookup(path, st))
+        digest, _ = self._insert_file(path, hasher, hasher.stats.lookup(path, st))
         return Meta(digest, st.st_size)
 
-    def _insert_file(self, path: str, hasher: hashing.Hasher, known: str | None) -> str:
+    def _insert_file(
+        self, path: str, hasher: hashing.Hasher, known: str | None, sync: bool = True
+    ) -> tuple[str, bool]:
+        """(digest, whether a new object was written); `sync=False` leaves the fsync to
+        the caller's group commit (sync_filesystem)."""
         if known and self.object_path(known).is_file():
-            return known
+            return known, False
         self.tmp.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.tmp)
         try:
             with os.fdopen(fd, "wb") as dst, open(path, "rb") as src:
                 digest, _ = self._copy(src, dst)
-                os.fsync(dst.fileno())
+                if sync:
+                    os.fsync(dst.fileno())
             faults.point("object:tmp-written")
             st = os.stat(path)
             hasher.stats.record(path, st, digest)
             target = self.object_path(digest)
             if target.is_file():
                 os.unlink(tmp)
-            else:
-                os.chmod(tmp, 0o444)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(tmp, target)
+                return digest, False
+            os.chmod(tmp, 0o444)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, target)
+            if sync:
                 fsync_dir(target.parent)
-                faults.point("object:renamed")
-            return digest
+            faults.point("object:renamed")
+            return digest, True
         except BaseException:
             _unlink_quiet(tmp)
             raise

@@ -52,6 +52,25 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def sync_filesystem(folder: Path) -> None:
+    """Group commit: everything written on `folder`'s filesystem reaches the disk, in one
+    call (Linux syncfs; elsewhere sync). Used after a batch of writes made without
+    per-file fsyncs, before anything that names them is written."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            if libc.syncfs(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+    except (OSError, AttributeError):
+        pass
+    os.sync()
+
+
 def unlink_quiet(path) -> None:
     try:
         os.unlink(path)

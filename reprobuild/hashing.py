@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import stat as stat_mod
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,8 +70,7 @@ def hash_stream(f, copy_to=None, on_chunk=None) -> tuple[str, int]:
     """(hash, size) of a binary stream read to its end; `copy_to` also receives the bytes,
     `on_chunk(nbytes)` hears of every chunk (for a progress bar)."""
     h = xxhash.xxh3_128()
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
+    buf, view = _buffer()
     size = 0
     while True:
         n = f.readinto(buf)
@@ -83,6 +83,18 @@ def hash_stream(f, copy_to=None, on_chunk=None) -> tuple[str, int]:
             on_chunk(n)
         size += n
     return h.hexdigest(), size
+
+
+_local = threading.local()
+
+
+def _buffer() -> tuple[bytearray, memoryview]:
+    """One read buffer per thread: allocating (and zeroing) 4 MiB per file would cost more
+    than hashing a small file."""
+    if not hasattr(_local, "buf"):
+        _local.buf = bytearray(CHUNK)
+        _local.view = memoryview(_local.buf)
+    return _local.buf, _local.view
 
 
 def hash_file_raw(path, on_chunk=None) -> tuple[str, int]:

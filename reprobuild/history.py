@@ -85,13 +85,19 @@ def show(project, rev: str, path: Path) -> str | None:
 
 def read_lock(project, rev: str | None) -> tuple[dict, str | None]:
     """(stages, problem) of the lockfile at `rev`; None is the working tree's."""
+    stages, _, problem = read_lock_all(project, rev)
+    return stages, problem
+
+
+def read_lock_all(project, rev: str | None) -> tuple[dict, dict, str | None]:
+    """(stages, sources, problem) of the lockfile at `rev`; None is the working tree's."""
     if rev is None:
-        return project.read_lock()
+        stages, problem = project.read_lock()
+        return stages, project.read_sources(), problem
     text = show(project, rev, project.ws.lock_file)
     if text is None:
-        return {}, f"{rev} has no {project.ws.lock_file.name}"
-    stages, problem = lockfile.parse(text, f"{project.ws.lock_file.name} at {rev}")
-    return stages, problem
+        return {}, {}, f"{rev} has no {project.ws.lock_file.name}"
+    return lockfile.parse_all(text, f"{project.ws.lock_file.name} at {rev}")
 
 
 # -- lockfile diff -------------------------------------------------------------------

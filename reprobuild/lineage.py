@@ -104,8 +104,13 @@ def _maker(rel: str, index: OutIndex) -> str | None:
     return None
 
 
-def trace(path: str, entries: dict, rev: str, pipeline_dir: str) -> Lineage:
-    """The lineage of `path`: its maker and every upstream stage, down to the sources."""
+def trace(
+    path: str, entries: dict, rev: str, pipeline_dir: str, pins: dict | None = None
+) -> Lineage:
+    """The lineage of `path`: its maker and every upstream stage, down to the sources.
+
+    `pins` (the lockfile's `sources:`) marks which sources are tracked: their bytes
+    are in the cache (and a remote), and an import names its origin."""
     index = lock_index(entries)
     rel, maker = resolve(path, entries, index, pipeline_dir)
     lineage = Lineage(rel, rev, maker)
@@ -123,11 +128,19 @@ def trace(path: str, entries: dict, rev: str, pipeline_dir: str) -> Lineage:
                     upstream[dep] = makers
                     todo += makers
                 else:
-                    lineage.sources[dep] = meta
+                    lineage.sources[dep] = {**meta, **_tracked(dep.rstrip("/"), pins or {})}
         entry.update(upstream=upstream, out_of_date=False, reasons=[])
         lineage.stages[name] = entry
     lineage.sources = dict(sorted(lineage.sources.items()))
     return lineage
+
+
+def _tracked(path: str, pins: dict) -> dict:
+    """{"tracked": SOURCE[, "url": URL]} when a tracked source is or holds `path`."""
+    for src, pin in pins.items():
+        if path == src or path.startswith(src + "/"):
+            return {"tracked": src, **({"url": pin["url"]} if "url" in pin else {})}
+    return {}
 
 
 def check_workspace(lineage: Lineage, project, entries: dict) -> None:
@@ -193,7 +206,11 @@ def _stage_branch(parent, lineage: Lineage, name: str, shown: set) -> None:
     for dep, meta, group in inputs:
         makers = entry["upstream"].get(dep, [])
         kind = " (code)" if group == "code" else ""
-        where = f"  [dim]made by {escape(', '.join(makers))}[/]" if makers else "  [dim]source[/]"
+        where = (
+            f"  [dim]made by {escape(', '.join(makers))}[/]"
+            if makers
+            else _source_note(lineage.sources.get(dep, {}))
+        )
         branch = deps.add(f"{escape(dep)}{kind} {short(_hash(meta))}{where}")
         for maker in makers:
             _stage_branch(branch, lineage, maker, shown)
@@ -223,3 +240,13 @@ def _facts(entry: dict) -> list[tuple[str, str]]:
             ("outs", ", ".join(f"{p} {short(_hash(m))}" for p, m in entry["outs"].items()))
         )
     return facts
+
+
+def _source_note(meta: dict) -> str:
+    from rich.markup import escape
+
+    if "url" in meta:
+        return f"  [dim]tracked source, imported from {escape(meta['url'])}[/]"
+    if "tracked" in meta:
+        return "  [dim]tracked source[/]"
+    return "  [dim]source, not tracked (hash only; `reprobuild add` keeps its bytes)[/]"

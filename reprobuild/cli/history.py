@@ -217,10 +217,10 @@ def cmd_lineage(args) -> int:
     from .. import history, lineage
 
     project = _open(args)
-    entries, problem = history.read_lock(project, args.rev)
+    entries, pins, problem = history.read_lock_all(project, args.rev)
     if problem:  # no lockfile there, or not a valid one: no lineage to read
         raise UsageError(problem)
-    found = lineage.trace(args.path, entries, history.label(args.rev), str(project.ws.dir))
+    found = lineage.trace(args.path, entries, history.label(args.rev), str(project.ws.dir), pins)
     lineage.check_workspace(found, project, entries)
     project.save_stats()
     if args.json:

@@ -233,12 +233,20 @@ class Cache:
             return
         entries = self.read_manifest(meta.hash)
         tmpdir = tempfile.mkdtemp(dir=parent, prefix=".tmp-restore-")
+
+        def one(e) -> None:
+            target = os.path.join(tmpdir, e["path"])
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            tmp = self._restore_file(e["hash"], os.path.dirname(target), e.get("exec", False))
+            os.replace(tmp, target)
+
         try:
-            for e in entries:
-                target = os.path.join(tmpdir, e["path"])
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                tmp = self._restore_file(e["hash"], os.path.dirname(target), e.get("exec", False))
-                os.replace(tmp, target)
+            if len(entries) > PARALLEL_FROM:
+                with ThreadPoolExecutor(COPY_THREADS, thread_name_prefix="restore") as pool:
+                    list(pool.map(one, entries))
+            else:
+                for e in entries:
+                    one(e)
             os.chmod(tmpdir, 0o777 & ~UMASK)  # mkdtemp made it 0700
             remove_path(Path(dest))
             os.replace(tmpdir, dest)

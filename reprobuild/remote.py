@@ -30,7 +30,9 @@ renamed into place. A killed push leaves at most stray files in `tmp/`.
 Download protocol (pull, build --pull). A remote is shared, so it is not
 trusted: every object lands in the local cache's tmp/, is hashed, and is
 renamed into objects/ only when its hash is its name. A wrong or truncated
-object is a miss (reported, never stored). A run record is validated (schema,
+object is a miss (reported, never stored). A batch of objects reaches the
+disk with one filesystem sync (group commit) before any run record that
+names them is stored. A run record is validated (schema,
 key, safe relative paths, 32-hex hashes; decision.cached_record then checks
 its outs are the stage's) and stored locally only once every object it names
 has arrived.
@@ -54,7 +56,7 @@ from pathlib import Path
 from . import hashing
 from .cache import RUN_SCHEMA, CorruptObject, MissingObject, _check_relative
 from .errors import CacheError, ReprobuildError, UsageError
-from .fsutil import atomic_write, fsync_dir
+from .fsutil import atomic_write, sync_filesystem
 from .fsutil import unlink_quiet as _unlink_quiet
 from .hashing import Meta
 
@@ -314,6 +316,10 @@ class Remote:
             need = [d for d in sorted(files) if not self.cache.object_path(d).is_file()]
             result.present += len(files) - len(need)
             self._download(need, False, result, progress, files)
+            if need:
+                # group commit: one sync for the batch, before any run record names them
+                # (an object a crash truncated is caught by the hash check of every restore)
+                sync_filesystem(self.cache.objects)
         return result
 
     def _download(self, digests, is_dir, result, progress, sizes=None) -> dict[str, bool]:
@@ -347,15 +353,13 @@ class Remote:
                 return "missing"
             with open(tmp, "rb", buffering=0) as f:
                 got, size = hashing.hash_stream(f)
-                os.fsync(f.fileno())
             progress.advance(max(0, size - counter.value))
             if got != digest:
                 return "refused"
             os.chmod(tmp, 0o444)
             target = self.cache.object_path(digest)
             target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, target)
-            fsync_dir(target.parent)
+            os.replace(tmp, target)  # durable at fetch()'s group commit
             progress.file_done()
             return size
         finally:

@@ -122,8 +122,9 @@ def build(project: Project, opts: BuildOptions, reporter: Reporter, executor=Non
         for st in source_states:
             if st.reason:
                 reporter.source_planned(st.path, st.reason)
-        known = sources.known_contents(source_states)
-        for d in plan(project, names, entries, forced, opts.run_cache, known):
+        for d in plan(
+            project, names, entries, forced, opts.run_cache, sources.known_contents(source_states)
+        ):
             reporter.stage_planned(d)
         return Summary()
     project.cache.ensure()
@@ -162,6 +163,7 @@ class Builder:
             else set()
         )
         self.missing_sources: dict[str, str] = {}  # path -> reason, sources not to be had
+        self.source_metas: dict = {}  # path -> content of each source, hashed once
         self.remote = None
         if opts.pull:
             from .remote import open_remote  # fsspec only when a remote is used
@@ -178,11 +180,14 @@ class Builder:
             w.update_source(path, None)
         wanted = sources.needed_by(self.p, names) if self.opts.targets else None
         for st in sources.check(self.p, w.sources, wanted):
+            if st.current is not None:  # stages reading it need not hash it again
+                self.source_metas[st.path] = st.current
             if st.status in (sources.CHANGED, sources.UNRECORDED) and st.current is not None:
                 w.update_source(st.path, sources.record(self.p, st, w.sources.get(st.path)))
                 self.reporter.source_recorded(st.path, st.reason)
             elif st.status == sources.MISSING:
                 if sources.restore(self.p, st) or self._pull_source(st):
+                    self.source_metas[st.path] = st.locked
                     self.reporter.source_restored(st.path)
                 else:
                     self.missing_sources[st.path] = st.reason
@@ -301,6 +306,7 @@ class Builder:
             self.p.cache,
             force=force,
             run_cache=self.opts.run_cache,
+            known=self.source_metas,
         )
         if d.fate == SKIP:
             self.summary.skipped.append(name)

@@ -97,8 +97,15 @@ def needed_by(project, names: list[str]) -> list[Source]:
 
 
 def known_contents(states: list[SourceState]) -> dict[str, Meta]:
-    """Pinned content of missing sources: what a build would restore, for planning."""
-    return {s.path: s.locked for s in states if s.status == MISSING}
+    """Each source's content for planning: as it is, or (missing) as a build would restore
+    it. Stages reading a source then need not hash a large folder a second time."""
+    found = {}
+    for s in states:
+        if s.current is not None:
+            found[s.path] = s.current
+        elif s.status == MISSING:
+            found[s.path] = s.locked
+    return found
 
 
 def record(project, state: SourceState, old_entry: dict | None) -> dict:

@@ -289,8 +289,9 @@ def cmd_status(args) -> int:
     entries, problem = project.read_lock()
     names = project.select(args.targets)
     wanted = sources.needed_by(project, names) if args.targets else None
-    source_states = [s for s in sources.check(project, project.read_sources(), wanted) if s.reason]
-    decisions = plan(project, names, entries, sources_known=sources.known_contents(source_states))
+    checked = sources.check(project, project.read_sources(), wanted)
+    source_states = [s for s in checked if s.reason]
+    decisions = plan(project, names, entries, sources_known=sources.known_contents(checked))
     project.save_stats()
     stale = [d for d in decisions if d.stale]
     if args.json:

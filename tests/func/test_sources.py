@@ -272,3 +272,19 @@ def test_import_of_a_missing_url_names_it(ws, http_origin):
     r = ws.run("import", f"{base}/nope.csv", "data/rates.csv")
     assert r.code == 2 and f"{base}/nope.csv" in r.err and "Traceback" not in r.err
     assert "sources" not in ws.read("reprobuild.yaml")
+
+
+def test_status_suggests_tracking_an_untracked_input(ws):
+    ws.write(IMPORT_PIPE)
+    ws.write({"data/rates.csv": "eur,1.0\n"})
+    out = ws.run("status").out
+    assert "hint: 'data/rates.csv' is read but neither made by a stage nor tracked" in out
+    assert ws.run("add", "data/rates.csv").code == 0
+    assert "hint:" not in ws.run("status").out
+
+
+def test_verify_reruns_on_a_tracked_source_restored_from_the_cache(tracked):
+    shutil.rmtree(tracked.root / "data" / "raw")
+    r = tracked.run("verify", "prepare")
+    assert r.code == 0, r.out + r.err
+    assert "reproducible  prepare" in r.out

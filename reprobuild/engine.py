@@ -40,6 +40,9 @@ class BuildOptions:
     retries: int = 0  # Dask: attempts more after a worker dies mid-stage
     pull: bool = False  # consult the remote's run records before running a stage
     remote: str | None = None  # --remote URL (else REPROBUILD_REMOTE, else `remote:`)
+    # claim(key) -> release(): waits while another build runs that key (experiments.KeyLocks);
+    # the stage is decided again once claimed, so a result made meanwhile is restored
+    claim: object = None
 
 
 @dataclass
@@ -138,6 +141,7 @@ class Builder:
         self.entries = entries
         self.writer = writer
         self.summary = Summary()
+        self.claims: dict = {}  # stage -> release() of its key claim, held until recorded
         self.remote = None
         if opts.pull:
             from .remote import open_remote  # fsspec only when a remote is used
@@ -197,6 +201,8 @@ class Builder:
         finally:
             restore_signals()
             executor.shutdown()
+            for release in self.claims.values():
+                release()
         self.reporter.build_finished(self.summary)
         return self.summary
 
@@ -264,6 +270,20 @@ class Builder:
             and self.remote.fetch_run(d.state.key)
         ):
             d = dmod.decide(stage, self.entries.get(name), self.p.prober, self.p.cache)
+        if d.fate == RUN and self.opts.claim is not None and d.state.key and not d.state.unknown:
+            release = self.opts.claim(d.state.key)
+            d = dmod.decide(
+                stage,
+                self.entries.get(name),
+                self.p.prober,
+                self.p.cache,
+                force=self.opts.force,
+                run_cache=self.opts.run_cache,
+            )
+            if d.fate == RUN:
+                self.claims[name] = release
+            else:
+                release()
         if d.state.unknown:  # an upstream stage did not make it
             return self._fail(name, f"dep missing: {d.state.unknown[0]}")
         if d.fate == RESTORE:
@@ -312,6 +332,12 @@ class Builder:
 
     def _finish(self, d: Decision, job: Job, fut) -> bool:
         """After a run (outs already stored by the executor): check inputs, record the result."""
+        try:
+            return self._finish_run(d, job, fut)
+        finally:
+            self.claims.pop(d.stage, lambda: None)()
+
+    def _finish_run(self, d: Decision, job: Job, fut) -> bool:
         name = d.stage
         stage = self.p.pipeline.stages[name]
         try:

@@ -144,6 +144,9 @@ def parser() -> argparse.ArgumentParser:
 
     history.register(add)
     remote.register(add)
+    from . import exp  # exp run/show/diff/apply/branch/remove/push/pull
+
+    exp.register(add)
 
     v = add(
         "verify", "re-run stages aside from the workspace and compare their outputs bit for bit"
@@ -470,9 +473,9 @@ COMMANDS = {
 
 
 def _plugin_commands():
-    from . import history, remote
+    from . import exp, history, remote
 
-    return {**history.COMMANDS, **remote.COMMANDS}
+    return {**history.COMMANDS, **remote.COMMANDS, **exp.COMMANDS}
 
 
 COMMANDS.update(_plugin_commands())

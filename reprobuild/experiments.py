@@ -587,8 +587,10 @@ class Runner:
         try:
             with _git_lock:
                 git(self.ctx.top, "worktree", "add", "--detach", "--quiet", str(wt), exp.commit)
+            _materialize_workspace_data(
+                self.ctx.project, wt / os.path.dirname(self.ctx.pipeline_rel)
+            )
             wproject = open_worktree_project(self.ctx, wt)
-            _materialize_workspace_data(self.ctx.project, wproject)
             executor = shared or LocalExecutor(1, on_line=reporter.stage_output)
             self._executors[exp.name] = executor
             if self.interrupted:
@@ -714,22 +716,23 @@ def open_worktree_project(ctx: Context, wt: Path):
     )
 
 
-def _materialize_workspace_data(project, wproject) -> list[str]:
+def _materialize_workspace_data(project, folder: Path) -> list[str]:
     """Inputs git does not hold: copy them from the user's workspace into the worktree.
 
-    Today: every dep or code path that no stage makes and that the worktree
-    lacks (raw data kept out of git) is copied, read-only. When tracked
-    sources land, their checkout from the cache goes here too.
+    `folder` is the pipeline's folder in the worktree. Today: every dep or
+    code path of the workspace's pipeline that no stage makes and that the
+    worktree lacks (raw data kept out of git) is copied, read-only. When
+    tracked sources land, their checkout from the cache goes here instead.
     """
     copied = []
-    for stage in wproject.pipeline.stages.values():
+    for stage in project.pipeline.stages.values():
         for dep in (*stage.code, *stage.deps):
-            if wproject.outs.related(dep.path) or (wproject.ws.dir / dep.path).exists():
+            if project.outs.related(dep.path) or (folder / dep.path).exists():
                 continue
             src = project.ws.dir / dep.path
             if not src.exists():
                 continue
-            dst = wproject.ws.dir / dep.path
+            dst = folder / dep.path
             dst.parent.mkdir(parents=True, exist_ok=True)
             if src.is_dir():
                 shutil.copytree(src, dst, symlinks=True)
@@ -839,15 +842,42 @@ def branch(ctx: Context, exp: Experiment, name: str) -> str:
     return commit
 
 
+def lockfile_texts(top: Path, rels: list[str]) -> list[tuple[str, str, str]]:
+    """(experiment, path, text) of these lockfiles (paths from the git top) in every
+    experiment: one `git for-each-ref` and one `git cat-file --batch`, however many there are."""
+    names = git(top, "for-each-ref", "--format=%(refname:lstrip=3) %(objectname)", REF_PREFIX)
+    wanted = [
+        (n, c, rel) for line in names.splitlines() for n, c in [line.split(" ", 1)] for rel in rels
+    ]
+    if not wanted:
+        return []
+    batch = "".join(f"{c}:{rel}\n" for _, c, rel in wanted).encode()
+    proc = subprocess.run(["git", "cat-file", "--batch"], cwd=top, input=batch, capture_output=True)
+    if proc.returncode != 0:
+        raise GitError("git cat-file --batch: " + proc.stderr.decode(errors="replace").strip())
+    out, pos, found = proc.stdout, 0, []
+    for name, _, rel in wanted:
+        end = out.index(b"\n", pos)
+        header = out[pos:end].split()
+        pos = end + 1
+        if len(header) == 3 and header[1] == b"blob":
+            size = int(header[2])
+            found.append((name, rel, out[pos : pos + size].decode("utf-8", errors="replace")))
+            pos += size + 1
+    return found
+
+
 def lock_objects(ctx: Context, exps: list[Experiment]):
-    """(metas, run keys) the experiments' lockfiles name: what push/pull move through the cache remote."""
+    """(metas, run keys) the experiments' lockfiles name: what push/pull move through the
+    cache remote."""
     from . import lockfile
     from .hashing import Meta
 
+    wanted = {e.name for e in exps}
+    rel = Path(os.path.dirname(ctx.pipeline_rel), ctx.project.ws.lock_file.name).as_posix()
     metas, keys = {}, set()
-    for exp in exps:
-        text = lock_text(ctx, exp)
-        if not text:
+    for name, _, text in lockfile_texts(ctx.top, [rel]):
+        if name not in wanted:
             continue
         entries, problem = lockfile.parse(text)
         if problem:

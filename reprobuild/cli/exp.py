@@ -58,7 +58,10 @@ def register(add) -> None:
     s.add_argument("--sort-by", metavar="METRIC", help="KEY or PATH:KEY of a metric (or a param)")
     s.add_argument("--desc", action="store_true", help="largest first")
     s.add_argument(
-        "--columns", action="append", metavar="GLOB", help="only columns matching (repeatable)"
+        "--columns",
+        action="append",
+        metavar="GLOB",
+        help="only params and metrics whose column matches a glob (comma list, repeatable)",
     )
     fmt = s.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print JSON")
@@ -246,6 +249,7 @@ def show_rows(ctx, everything: bool) -> tuple[str, list[dict]]:
             "metrics": history.metrics_at(project, None).metrics,
         }
     ]
+    current = {o.path for st in project.pipeline.stages.values() for o in st.outs if o.metric}
     head_texts = {f: gitrev.show(ctx.top, base, ctx.in_top(f)) or "" for f in files}
     rows.append(
         {
@@ -254,7 +258,11 @@ def show_rows(ctx, everything: bool) -> tuple[str, list[dict]]:
             "status": "base",
             "base": base,
             "params": ex.params_leaves(head_texts, first),
-            "metrics": history.metrics_at(project, base).metrics,
+            "metrics": {  # the files the pipeline calls metrics now, as for the other rows
+                path: values
+                for path, values in history.metrics_at(project, base).metrics.items()
+                if path in current
+            },
         }
     )
     for e in ex.list_experiments(ctx.top):
@@ -292,6 +300,7 @@ def _columns(rows: list[dict], globs: list[str] | None) -> tuple[list[str], list
                 params[k].add("<absent>")
     pcols = sorted(k for k, values in params.items() if len(values) > 1)
     mcols = sorted({f"{p}:{k}" for row in rows for p, vals in row["metrics"].items() for k in vals})
+    globs = [g for arg in globs or () for g in arg.split(",") if g]
     if globs:
         keep = lambda c: any(fnmatch.fnmatchcase(c, g) for g in globs)  # noqa: E731
         pcols, mcols = [c for c in pcols if keep(c)], [c for c in mcols if keep(c)]

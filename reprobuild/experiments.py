@@ -62,6 +62,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import threading
@@ -73,7 +74,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import GitError, UsageError
+from .errors import GitError, ReprobuildError, UsageError
 from .fsutil import atomic_write, remove_path
 
 REF_PREFIX = "refs/reprobuild/exps/"
@@ -312,11 +313,18 @@ def existing_names(ctx: Context) -> set[str]:
 
 
 def names_for(ctx: Context, name: str | None, count: int, snapshot_id: str) -> list[str]:
-    """`NAME` (or `NAME-1..k` for a grid); default `exp-<7 hex>-<i>`; never one that exists."""
+    """`NAME` (or `NAME-1..k` for a grid); default `exp-<7 hex>-<i>`; never one that exists,
+    nor a git revision's name (commands that take a revision would read that instead)."""
     taken = existing_names(ctx)
     if name:
         check_name(ctx, name)
         names = [name] if count == 1 else [f"{name}-{i}" for i in range(1, count + 1)]
+        for n in names:
+            proc = subprocess.run(
+                ["git", "rev-parse", "--verify", "--quiet", n], cwd=ctx.top, capture_output=True
+            )
+            if proc.returncode == 0:
+                raise UsageError(f"experiment name '{n}' is a git revision; pick another name")
         clash = [n for n in names if n in taken]
         if clash:
             raise UsageError(
@@ -528,6 +536,7 @@ class Runner:
                 DaskExecutor(self.opts.scheduler, self.opts.jobs, retries=self.opts.retries)
             )
         outcomes: list[Outcome] = []
+        restore = _sigterm_as_interrupt()
         pool = ThreadPoolExecutor(max_workers=max(1, self.opts.jobs), thread_name_prefix="exp")
         try:
             pending = {pool.submit(self._one, e, shared): e for e in experiments}
@@ -548,6 +557,7 @@ class Runner:
                         self.interrupt(kill=True)
         finally:
             pool.shutdown(wait=True)
+            restore()
             if shared is not None:
                 shared.inner.shutdown()
         return outcomes
@@ -584,33 +594,41 @@ class Runner:
         started = time.time()
         self.on_event(exp.name, "started", "")
         reporter = self.reporter_for(exp.name)
+        wproject = summary = None
         try:
             with _git_lock:
                 git(self.ctx.top, "worktree", "add", "--detach", "--quiet", str(wt), exp.commit)
-            _materialize_workspace_data(
-                self.ctx.project, wt / os.path.dirname(self.ctx.pipeline_rel)
-            )
-            wproject = open_worktree_project(self.ctx, wt)
-            executor = shared or LocalExecutor(1, on_line=reporter.stage_output)
-            self._executors[exp.name] = executor
-            if self.interrupted:
-                return Outcome(exp.name, "interrupted")
-            opts = BuildOptions(
-                targets=tuple(exp.record.get("targets") or ()),
-                jobs=1,
-                keep_going=False,
-                executor=self.opts.executor,
-                claim=KeyLocks(self.ctx.project.cache.root),
-            )
-            summary = build(wproject, opts, reporter, executor=executor)
+            try:
+                _materialize_workspace_data(
+                    self.ctx.project, wt / os.path.dirname(self.ctx.pipeline_rel)
+                )
+                wproject = open_worktree_project(self.ctx, wt)
+                executor = shared or LocalExecutor(1, on_line=reporter.stage_output)
+                self._executors[exp.name] = executor
+                if self.interrupted:
+                    return Outcome(exp.name, "interrupted")
+                opts = BuildOptions(
+                    targets=tuple(exp.record.get("targets") or ()),
+                    jobs=1,
+                    executor=self.opts.executor,
+                    claim=KeyLocks(self.ctx.project.cache.root),
+                )
+                summary = build(wproject, opts, reporter, executor=executor)
+                error = _error_text(wproject, summary)
+            except ReprobuildError as exc:  # e.g. the overrides make the pipeline invalid
+                if isinstance(exc, GitError):
+                    raise
+                error = str(exc)
+                for prefix in (str(wt) + os.sep, os.path.relpath(wt) + os.sep):
+                    error = error.replace(prefix, "")  # name files as the user knows them
             self._executors.pop(exp.name, None)
-            if self.interrupted and not summary.ok:
+            if self.interrupted and (summary is None or not summary.ok):
                 return Outcome(exp.name, "interrupted", summary)
-            status = DONE if summary.ok else FAILED
-            self._record(exp, wt, wproject, summary, started, status)
+            status = DONE if summary is not None and summary.ok else FAILED
+            self._record(exp, wt, wproject, summary, started, status, error)
             seconds = time.time() - started
             self.on_event(exp.name, status, f"{seconds:.1f}s")
-            return Outcome(exp.name, status, summary, seconds, _error_text(wproject, summary))
+            return Outcome(exp.name, status, summary, seconds, error)
         except GitError as exc:
             self.on_event(exp.name, "error", str(exc))
             return Outcome(exp.name, "error", error=str(exc))
@@ -618,38 +636,41 @@ class Runner:
             self._executors.pop(exp.name, None)
             _remove_worktree(self.ctx.top, wt)
 
-    def _record(self, exp, wt: Path, wproject, summary, started: float, status: str) -> None:
+    def _record(self, exp, wt: Path, wproject, summary, started, status, error) -> None:
+        """Move the experiment's ref to a commit of its tree, lockfile and metrics, and record."""
         from . import history
 
         ended = time.time()
-        metrics = history.metrics_at(wproject, None).metrics
-        files = list(wproject.pipeline.params_files)
-        texts = {}
-        for f in files:
-            try:
-                texts[f] = (wproject.ws.dir / f).read_text(encoding="utf-8")
-            except OSError:
-                pass
         record = {
             **exp.record,
             "status": status,
-            "params": params_leaves(texts, files[0] if files else "params.yaml"),
-            "metrics": metrics,
             "started": round(started, 3),
             "ended": round(ended, 3),
             "duration": round(ended - started, 3),
-            "ran": sorted(summary.ran),
-            "restored": sorted(summary.restored),
         }
-        if summary.failed:
-            record["failed"] = dict(sorted(summary.failed.items()))
-            record["error"] = _error_text(wproject, summary)
-        wrel = Path(os.path.dirname(self.ctx.pipeline_rel))
         add = []
-        if wproject.ws.lock_file.is_file():
-            add.append((wrel / wproject.ws.lock_file.name).as_posix())
-        add += [(wrel / path).as_posix() for path in metrics]
-        env = _ident_env(self.ctx.top)
+        if wproject is not None:
+            metrics = history.metrics_at(wproject, None).metrics
+            files = list(wproject.pipeline.params_files)
+            texts = {}
+            for f in files:
+                try:
+                    texts[f] = (wproject.ws.dir / f).read_text(encoding="utf-8")
+                except OSError:
+                    pass
+            record["params"] = params_leaves(texts, files[0] if files else "params.yaml")
+            record["metrics"] = metrics
+            wrel = Path(os.path.dirname(self.ctx.pipeline_rel))
+            if wproject.ws.lock_file.is_file():
+                add.append((wrel / wproject.ws.lock_file.name).as_posix())
+            add += [(wrel / path).as_posix() for path in metrics]
+        if summary is not None:
+            record["ran"] = sorted(summary.ran)
+            record["restored"] = sorted(summary.restored)
+            if summary.failed:
+                record["failed"] = dict(sorted(summary.failed.items()))
+        if error:
+            record["error"] = error
         if add:
             git(wt, "add", "-f", "--", *add)
         tree = git(wt, "write-tree").strip()
@@ -662,10 +683,22 @@ class Runner:
             "-F",
             "-",
             input=message(record).encode(),
-            env=env,
+            env=_ident_env(self.ctx.top),
         ).strip()
         with _git_lock:
             git(self.ctx.top, "update-ref", REF_PREFIX + exp.name, commit, exp.commit)
+
+
+def _sigterm_as_interrupt():
+    """SIGTERM does what Ctrl-C does (finished experiments recorded, the rest queued)."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 class _Shared:

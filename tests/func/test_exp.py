@@ -147,6 +147,16 @@ def test_a_failed_experiment_is_recorded_failed_and_the_others_go_on(pipe):
     assert rows["f-3"]["metrics"]["scores.json"]["score"] == 32.0
 
 
+def test_an_override_that_breaks_the_pipeline_is_a_failed_experiment(pipe):
+    r = pipe.run("exp", "run", "-S", "train.a=[1, 2]", "-n", "listy")
+    assert r.code == 1
+    row = show(pipe)["listy"]
+    assert row["status"] == "failed"
+    assert row["error"].startswith("reprobuild.yaml:")
+    assert "'${train.a}' is a list" in row["error"]
+    assert len(worktrees(pipe)) == 1
+
+
 def test_unknown_key_is_exit_2_naming_the_params_file_and_records_nothing(pipe):
     r = pipe.run("exp", "run", "-S", "train.a=1,2", "-S", "train.nope=3")
     assert r.code == 2

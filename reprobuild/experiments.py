@@ -443,6 +443,10 @@ class Experiment:
     def base(self) -> str:
         return self.record.get("base", "")
 
+    def of(self, ctx: Context) -> bool:
+        """Is it an experiment of this pipeline? (a repository may hold several)"""
+        return self.record.get("pipeline", ctx.pipeline_rel) == ctx.pipeline_rel
+
 
 def list_experiments(top: Path, names: list[str] | None = None) -> list[Experiment]:
     """Every experiment (or these), from one `git for-each-ref`."""

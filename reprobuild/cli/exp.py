@@ -143,7 +143,7 @@ def _run(args) -> int:
     ctx = _context(args)
     executor, scheduler, retries = _executor_settings(args, ctx.project.pipeline.executor)
     if args.run_all:
-        todo = [e for e in ex.list_experiments(ctx.top) if e.status == ex.QUEUED]
+        todo = [e for e in ex.list_experiments(ctx.top) if e.status == ex.QUEUED and e.of(ctx)]
         if not todo:
             _say(args, "no queued experiments")
             return EXIT_OK
@@ -266,7 +266,7 @@ def show_rows(ctx, everything: bool) -> tuple[str, list[dict]]:
         }
     )
     for e in ex.list_experiments(ctx.top):
-        if not everything and e.base != base:
+        if not e.of(ctx) or (not everything and e.base != base):
             continue
         r = e.record
         rows.append(
@@ -519,7 +519,8 @@ def _push(args) -> int:
 
     ctx = _context(args)
     exps = ex.list_experiments(ctx.top, args.names or None)
-    exps = [e for e in exps if e.status != ex.QUEUED] if not args.names else exps
+    if not args.names:
+        exps = [e for e in exps if e.status != ex.QUEUED and e.of(ctx)]
     if not exps:
         _say(args, "no experiments to push")
         return EXIT_OK

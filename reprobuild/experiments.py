@@ -542,6 +542,7 @@ class Runner:
         outcomes: list[Outcome] = []
         restore = _sigterm_as_interrupt()
         pool = ThreadPoolExecutor(max_workers=max(1, self.opts.jobs), thread_name_prefix="exp")
+        pending: dict = {}
         try:
             pending = {pool.submit(self._one, e, shared): e for e in experiments}
             while pending:

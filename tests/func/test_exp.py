@@ -348,3 +348,22 @@ def test_gc_keeps_what_experiments_name(pipe, runlog):
     before = runlog()
     assert pipe.run("exp", "apply", "kept").code == 0
     assert json.loads(pipe.read("scores.json"))["score"] == 82.0 and runlog() == before
+
+
+def test_experiments_belong_to_their_pipeline(pipe):
+    pipe.write(
+        {
+            "other/reprobuild.yaml": "stages:\n  o:\n    cmd: echo ${k} > o.txt\n    outs: [o.txt]\n",
+            "other/params.yaml": "k: 1\n",
+            "other/.gitignore": "o.txt\n",
+        }
+    )
+    pipe.commit_all("second pipeline")
+    assert pipe.run("-f", "other", "exp", "run", "--queue", "-S", "k=2", "-n", "o2").code == 0
+    assert pipe.run("exp", "run", "--queue", "-S", "train.a=2", "-n", "main2").code == 0
+    assert "o2" not in show(pipe) and "main2" in show(pipe)
+    r = pipe.run("exp", "run", "--run-all")
+    assert r.code == 0 and "[o2]" not in r.out
+    assert show(pipe, "-f", "other")["o2"]["status"] == "queued"
+    assert pipe.run("-f", "other", "exp", "run", "--run-all").code == 0
+    assert show(pipe, "-f", "other")["o2"]["params"] == {"k": 2}

@@ -67,3 +67,20 @@ def test_apply_overrides_falls_back_to_a_rewrite_for_flow_style():
 def test_params_leaves_prefix_other_files():
     leaves = params_leaves({"params.yaml": "a: {b: 1}\n", "more.yaml": "c: 2\n"}, "params.yaml")
     assert leaves == {"a.b": 1, "more.yaml:c": 2}
+
+
+def test_exp_commands_stay_light(tmp_path):
+    import re
+    import subprocess
+    import sys
+
+    heavy = re.compile(r"\b(polars|sklearn|dask|distributed|fsspec|s3fs|pandas|numpy)\b")
+    (tmp_path / "reprobuild.yaml").write_text("stages:\n  s:\n    cmd: echo > o\n    outs: [o]\n")
+    for args in (["exp", "--help"], ["exp", "run", "--help"]):
+        proc = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "reprobuild", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 0 and not heavy.findall(proc.stderr)

@@ -413,7 +413,7 @@ def _print_table(headers: list[str], table: list[list[str]], nparams: int) -> No
         t = Table(box=box.SIMPLE_HEAD, header_style="bold")
         for i, h in enumerate(headers):
             style = "cyan" if 4 <= i < 4 + nparams else ("magenta" if i >= 4 + nparams else "")
-            t.add_column(h, style=style, overflow="fold")
+            t.add_column(h, style=style, overflow="fold", no_wrap=i < 2)
         for row in table:
             t.add_row(*(Text(c) for c in row))
         console.print(t)

@@ -367,3 +367,29 @@ def test_experiments_belong_to_their_pipeline(pipe):
     assert show(pipe, "-f", "other")["o2"]["status"] == "queued"
     assert pipe.run("-f", "other", "exp", "run", "--run-all").code == 0
     assert show(pipe, "-f", "other")["o2"]["params"] == {"k": 2}
+
+
+def test_a_queued_experiment_keeps_the_code_it_was_queued_with(pipe):
+    assert pipe.run("exp", "run", "--queue", "-S", "train.a=2", "-n", "snap").code == 0
+    pipe.write({"evaluate.py": PIPE["evaluate.py"].replace("* 10", "* 1000")})
+    assert pipe.run("exp", "run", "--run-all").code == 0
+    assert show(pipe)["snap"]["metrics"]["scores.json"]["score"] == 22.0
+
+
+def test_overrides_in_a_second_params_file(pipe):
+    pipe.write(
+        {
+            "reprobuild.yaml": PIPE["reprobuild.yaml"].replace(
+                "env: {python: false, platform: false}",
+                "params: [params.yaml, extra.yaml]\n        env: {python: false, platform: false}",
+            ),
+            "extra.yaml": "note: {text: hello}\n",
+        }
+    )
+    pipe.commit_all("extra params")
+    assert pipe.run("exp", "run", "-S", "extra.yaml:note.text=bye", "-n", "x").code == 0
+    row = show(pipe)["x"]
+    assert row["overrides"] == {"extra.yaml:note.text": "bye"}
+    assert row["params"]["extra.yaml:note.text"] == "bye"
+    r = pipe.run("exp", "run", "-S", "other.yaml:a=1")
+    assert r.code == 2 and "'other.yaml' is not a params file" in r.err

@@ -393,3 +393,46 @@ def test_overrides_in_a_second_params_file(pipe):
     assert row["params"]["extra.yaml:note.text"] == "bye"
     r = pipe.run("exp", "run", "-S", "other.yaml:a=1")
     assert r.code == 2 and "'other.yaml' is not a params file" in r.err
+
+
+def test_fraud_grid_sort_by_recall_and_apply_the_winner(tmp_path, capsys):
+    """The fraud README's walk-through, at 4,000 rows."""
+    pytest.importorskip("polars")
+    pytest.importorskip("sklearn")
+    import shutil
+
+    from tests.conftest import REPO, Workspace
+
+    root = tmp_path / "fraud"
+    shutil.copytree(
+        REPO / "pipelines" / "fraud",
+        root,
+        ignore=shutil.ignore_patterns(
+            "data", "models", "reports", "reprobuild.lock", ".reprobuild", "__pycache__"
+        ),
+    )
+    params = (root / "params.yaml").read_text().replace("rows: 100000", "rows: 4000")
+    (root / "params.yaml").write_text(params)
+    (root / ".gitignore").write_text("data/\nmodels/\nreports/\ncache/\n")
+    git(root, "init", "-q")
+    ws = Workspace(root, capsys)
+    ws.commit_all("fraud")
+    r = ws.run(
+        "exp", "run", "-j", "2", "-n", "grid",
+        "-S", "train.models.forest.n_estimators=20,60",
+        "-S", "train.models.boosting.learning_rate=0.2",
+    )  # fmt: skip
+    assert r.code == 0, r.out + r.err
+    r = ws.run("exp", "show", "--sort-by", "best.json:recall", "--desc", "--json")
+    rows = [row for row in json.loads(r.out)["rows"] if row["name"].startswith("grid-")]
+    recalls = [row["metrics"]["reports/best.json"]["recall"] for row in rows]
+    assert len(rows) == 2 and recalls == sorted(recalls, reverse=True)
+    r = ws.run("exp", "apply", rows[0]["name"])
+    assert r.code == 0, r.err
+    assert ws.run("status", "--check").code == 0
+    best = json.loads(ws.read("reports/best.json"))
+    assert best["recall"] == recalls[0]
+    assert git(root, "status", "--porcelain").splitlines() == [
+        " M params.yaml",
+        "?? reprobuild.lock",
+    ]

@@ -532,6 +532,7 @@ class Runner:
         self.on_event = self.on_event or (lambda *a: None)
         self.ctx.project.cache.ensure()
         self.ctx.state.mkdir(parents=True, exist_ok=True)
+        _sweep_stale_worktrees(self.ctx)
         shared = None
         if self.opts.executor == "dask":
             from .executors.dask import DaskExecutor
@@ -788,6 +789,23 @@ def _read_only(path: Path) -> None:
     if not path.is_symlink():
         mode = path.stat().st_mode
         path.chmod(mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+
+
+def _sweep_stale_worktrees(ctx: Context) -> None:
+    """Worktrees left by a killed `exp run` (kill -9, power loss): nobody holds their lock."""
+    for wt in ctx.state.glob("wt-*"):
+        name = wt.name[3:-9]  # wt-<NAME>-<8 hex>
+        claim = ctx.state / f"{name}.lock"
+        fd = os.open(claim, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # running in another process
+            _remove_worktree(ctx.top, wt)
+            claim.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
 
 
 def _remove_worktree(top: Path, wt: Path) -> None:

@@ -369,6 +369,14 @@ def test_experiments_belong_to_their_pipeline(pipe):
     assert show(pipe, "-f", "other")["o2"]["params"] == {"k": 2}
 
 
+def test_a_worktree_left_by_a_killed_run_is_swept(pipe):
+    stale = pipe.root / ".reprobuild" / "exps" / "wt-gone-0123abcd"
+    git(pipe.root, "worktree", "add", "--detach", "-q", str(stale), "HEAD")
+    assert len(worktrees(pipe)) == 2
+    assert pipe.run("exp", "run", "-n", "next").code == 0
+    assert len(worktrees(pipe)) == 1 and not stale.exists()
+
+
 def test_a_queued_experiment_keeps_the_code_it_was_queued_with(pipe):
     assert pipe.run("exp", "run", "--queue", "-S", "train.a=2", "-n", "snap").code == 0
     pipe.write({"evaluate.py": PIPE["evaluate.py"].replace("* 10", "* 1000")})

@@ -48,8 +48,10 @@ experiment holds an flock on `<state folder>/exps/<NAME>.lock`, so two
 flock (`cache/locks/<first two hex of the key>`, 256 stripes) and decides
 again once it has it, so the second experiment restores what the first
 made. Each build holds at most one such lock (it runs one stage at a time),
-so there is no deadlock. Ctrl-C terminates the running stages; their
-experiments stay queued, finished ones stay recorded.
+so there is no deadlock. Ctrl-C (or SIGTERM) terminates the running
+stages; their experiments stay queued, finished ones stay recorded. A
+worktree whose experiment lock nobody holds was left by a killed run: the
+next run removes it.
 
 No daemon, broker or worker beyond the build's own: the queue is the refs.
 """

@@ -315,7 +315,7 @@ def existing_names(ctx: Context) -> set[str]:
 
 
 def names_for(ctx: Context, name: str | None, count: int, snapshot_id: str) -> list[str]:
-    """`NAME` (or `NAME-1..k` for a grid); default `exp-<7 hex>-<i>`; never one that exists,
+    """`NAME` (or `NAME-1..k` for a grid), default `exp-<7 hex>`; never one that exists,
     nor a git revision's name (commands that take a revision would read that instead)."""
     taken = existing_names(ctx)
     if name:
@@ -333,15 +333,12 @@ def names_for(ctx: Context, name: str | None, count: int, snapshot_id: str) -> l
                 f"experiment '{clash[0]}' exists", hint=f"reprobuild exp remove {clash[0]}"
             )
         return names
-    names, i = [], 0
-    while len(names) < count:
-        i += 1
-        candidate = f"exp-{snapshot_id[:7]}-{i}" if count > 1 else f"exp-{snapshot_id[:7]}"
-        if candidate in taken:
-            snapshot_id = uuid.uuid4().hex
-            continue
-        names.append(candidate)
-    return names
+    prefix = f"exp-{snapshot_id[:7]}"  # the snapshot's tree: the same code and params, the same hex
+    while True:
+        names = [prefix] if count == 1 else [f"{prefix}-{i}" for i in range(1, count + 1)]
+        if not taken.intersection(names):
+            return names
+        prefix = f"exp-{uuid.uuid4().hex[:7]}"
 
 
 # -- queueing: snapshot commits --------------------------------------------------------

@@ -364,7 +364,8 @@ def _show(args) -> int:
     table = [
         [
             row["name"],
-            row["status"],
+            row["status"]
+            + (f" on {row['base'][:7]}" if not args.csv and row["base"] != base else ""),
             _when(row.get("created")),
             f"{row['duration']:.1f}s" if row.get("duration") is not None else "",
             *(_cell(row["params"].get(c, "")) for c in pcols),

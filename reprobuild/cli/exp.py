@@ -403,10 +403,10 @@ def _cell(value) -> str:
 
 
 def _print_table(headers: list[str], table: list[list[str]], nparams: int) -> None:
-    from .console import make_console
+    if sys.stdout.isatty():  # rich (~100 ms to import) only when someone looks at it
+        from .console import make_console
 
-    console = make_console()
-    if console.is_terminal:
+        console = make_console()
         from rich import box
         from rich.table import Table
         from rich.text import Text

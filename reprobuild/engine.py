@@ -41,6 +41,9 @@ class BuildOptions:
     retries: int = 0  # Dask: attempts more after a worker dies mid-stage
     pull: bool = False  # consult the remote's run records before running a stage
     remote: str | None = None  # --remote URL (else REPROBUILD_REMOTE, else `remote:`)
+    # claim(key) -> release(): waits while another build runs that key (experiments.KeyLocks);
+    # the stage is decided again once claimed, so a result made meanwhile is restored
+    claim: object = None
 
 
 @dataclass
@@ -164,6 +167,7 @@ class Builder:
         )
         self.missing_sources: dict[str, str] = {}  # path -> reason, sources not to be had
         self.source_metas: dict = {}  # path -> content of each source, hashed once
+        self.claims: dict = {}  # stage -> release() of its key claim, held until recorded
         self.remote = None
         if opts.pull:
             from .remote import open_remote  # fsspec only when a remote is used
@@ -253,6 +257,8 @@ class Builder:
         finally:
             restore_signals()
             executor.shutdown()
+            for release in self.claims.values():
+                release()
         self.reporter.build_finished(self.summary)
         return self.summary
 
@@ -322,6 +328,21 @@ class Builder:
             and self.remote.fetch_run(d.state.key)
         ):
             d = dmod.decide(stage, self.entries.get(name), self.p.prober, self.p.cache)
+        if d.fate == RUN and self.opts.claim is not None and d.state.key and not d.state.unknown:
+            release = self.opts.claim(d.state.key)
+            d = dmod.decide(
+                stage,
+                self.entries.get(name),
+                self.p.prober,
+                self.p.cache,
+                force=force,
+                run_cache=self.opts.run_cache,
+                known=self.source_metas,
+            )
+            if d.fate == RUN:
+                self.claims[name] = release
+            else:
+                release()
         if d.state.unknown:  # an upstream stage did not make it, or a source is not to be had
             path = d.state.unknown[0]
             src = self.p.pipeline.source_of(path)
@@ -418,6 +439,12 @@ class Builder:
 
     def _finish(self, d: Decision, job: Job, fut) -> bool:
         """After a run (outs already stored by the executor): check inputs, record the result."""
+        try:
+            return self._finish_run(d, job, fut)
+        finally:
+            self.claims.pop(d.stage, lambda: None)()
+
+    def _finish_run(self, d: Decision, job: Job, fut) -> bool:
         name = d.stage
         stage = self.p.pipeline.stages[name]
         try:

@@ -1,9 +1,10 @@
 """Removing cache objects and run records that no kept lockfile refers to.
 
 Kept lockfiles: every `NAME.lock` beside a `NAME.yaml` in the workspace
-(their stages' outs and run records, and their tracked sources) (so pipelines that
-share one cache keep each other's objects), and with `all_commits` every
-version of them in git history. The caller holds the cache's exclusive lock
+(their stages' outs and run records, and their tracked sources; so pipelines
+that share one cache keep each other's objects), the experiments' versions of
+them (`refs/reprobuild/exps/`), and with `all_commits` every version of them
+in git history. The caller holds the cache's exclusive lock
 (cache.py), so no build, in this workspace or another sharing the cache, has
 objects in flight that no lockfile names yet.
 """
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from . import gitrev, lockfile
 from .cache import Cache, CorruptObject, MissingObject
-from .errors import CacheError
+from .errors import CacheError, GitError
 from .workspace import STATE_DIR
 
 
@@ -55,6 +56,9 @@ def kept_entries(root: Path, cache_root: Path, all_commits: bool) -> tuple[list[
         entries.extend(stages.values())
         entries.append({"outs": sources})  # tracked sources: kept like outs, no run record
         versions += 1
+    exp_entries, exp_versions = _experiment_entries(root, files)
+    entries.extend(exp_entries)
+    versions += exp_versions
     if all_commits:
         top = gitrev.require_repo(root)
         paths = {str(p.relative_to(top)) for p in files}
@@ -71,6 +75,29 @@ def kept_entries(root: Path, cache_root: Path, all_commits: bool) -> tuple[list[
                     entries.extend(stages.values())
                     entries.append({"outs": sources})
                     versions += 1
+    return entries, versions
+
+
+def _experiment_entries(root: Path, files: list[Path]) -> tuple[list[dict], int]:
+    """What the experiments' lockfiles name (experiments.py): `exp apply` needs it later."""
+    from . import experiments
+
+    try:
+        top = gitrev.require_repo(root)
+    except GitError:
+        return [], 0
+    rels = sorted({Path(os.path.relpath(p.resolve(), top.resolve())).as_posix() for p in files})
+    entries, versions = [], 0
+    for name, rel, text in experiments.lockfile_texts(top, rels):
+        stages, sources, problem = lockfile.parse_all(text)
+        if problem:
+            raise CacheError(
+                f"{rel} of experiment {name}: {problem.split(';')[0]}; gc removes nothing until "
+                "it can read every experiment's lockfile"
+            )
+        entries.extend(stages.values())
+        entries.append({"outs": sources})
+        versions += 1
     return entries, versions
 
 

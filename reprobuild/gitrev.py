@@ -26,12 +26,25 @@ def require_repo(cwd: Path) -> Path:
     return Path(proc.stdout.decode().strip())
 
 
+EXPERIMENT_REFS = "refs/reprobuild/exps/"  # see experiments.py
+
+
+def resolve(cwd: Path, rev: str) -> str:
+    """The commit a git revision or an experiment name stands for; an unknown one raises.
+
+    A git revision wins over an experiment of the same name.
+    """
+    for candidate in (rev, EXPERIMENT_REFS + rev):
+        proc = _git(cwd, "rev-parse", "--verify", "--quiet", candidate + "^{commit}", check=False)
+        if proc.returncode == 0:
+            return proc.stdout.decode().strip()
+    raise GitError(f"unknown git revision '{rev}'")
+
+
 def show(cwd: Path, rev: str, path_in_repo: str) -> str | None:
-    """Text of a file at a revision, None when the revision lacks it; a bad rev raises."""
-    verify = _git(cwd, "rev-parse", "--verify", "--quiet", rev + "^{commit}", check=False)
-    if verify.returncode != 0:
-        raise GitError(f"unknown git revision '{rev}'")
-    proc = _git(cwd, "show", f"{rev}:{path_in_repo}", check=False)
+    """Text of a file at a revision (or experiment), None when it lacks it; a bad rev raises."""
+    commit = resolve(cwd, rev)
+    proc = _git(cwd, "show", f"{commit}:{path_in_repo}", check=False)
     if proc.returncode != 0:
         return None
     return proc.stdout.decode("utf-8", errors="replace")

@@ -143,6 +143,9 @@ def parser() -> argparse.ArgumentParser:
     history.register(add)
     remote.register(add)
     data.register(add)
+    from . import exp  # exp run/show/diff/apply/branch/remove/push/pull
+
+    exp.register(add)
 
     v = add(
         "verify", "re-run stages aside from the workspace and compare their outputs bit for bit"
@@ -494,9 +497,9 @@ COMMANDS = {
 
 
 def _plugin_commands():
-    from . import data, history, remote
+    from . import data, exp, history, remote
 
-    return {**history.COMMANDS, **remote.COMMANDS, **data.COMMANDS}
+    return {**history.COMMANDS, **remote.COMMANDS, **data.COMMANDS, **exp.COMMANDS}
 
 
 COMMANDS.update(_plugin_commands())

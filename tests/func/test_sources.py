@@ -288,3 +288,17 @@ def test_verify_reruns_on_a_tracked_source_restored_from_the_cache(tracked):
     r = tracked.run("verify", "prepare")
     assert r.code == 0, r.out + r.err
     assert "reproducible  prepare" in r.out
+
+
+def test_an_experiment_reads_the_pinned_source_from_the_cache(tracked):
+    """The experiment's worktree has no untracked data: its build restores the source."""
+    raw(tracked, "edited but not recorded\n")  # the experiment uses the pinned version
+    r = tracked.run("exp", "run", "-n", "pinned")
+    assert r.code == 0, r.out + r.err
+    exp_lock = yaml.safe_load(
+        git(tracked.root, "show", "refs/reprobuild/exps/pinned:reprobuild.lock")
+    )
+    ours = lock(tracked)
+    assert exp_lock["sources"] == ours["sources"]
+    assert exp_lock["stages"]["count"]["outs"] == ours["stages"]["count"]["outs"]
+    assert tracked.read("data/raw/a.csv") == "edited but not recorded\n"  # workspace untouched

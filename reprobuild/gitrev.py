@@ -7,6 +7,8 @@ from pathlib import Path
 
 from .errors import GitError
 
+EXPS = "refs/reprobuild/exps/"
+
 
 def _git(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     try:
@@ -28,16 +30,29 @@ def require_repo(cwd: Path) -> Path:
 
 def show(cwd: Path, rev: str, path_in_repo: str) -> str | None:
     """Text of a file at a revision, None when the revision lacks it; a bad rev raises."""
-    verify = _git(cwd, "rev-parse", "--verify", "--quiet", rev + "^{commit}", check=False)
-    if verify.returncode != 0:
+    data = show_bytes(cwd, rev, path_in_repo)
+    return None if data is None else data.decode("utf-8", errors="replace")
+
+
+def show_bytes(cwd: Path, rev: str, path_in_repo: str) -> bytes | None:
+    """Bytes of a file at a revision (or an experiment's name), None when it lacks it."""
+    for candidate in (rev, EXPS + rev):  # an experiment is a commit under refs/reprobuild/exps/
+        verify = _git(cwd, "rev-parse", "--verify", "--quiet", candidate + "^{commit}", check=False)
+        if verify.returncode == 0:
+            break
+    else:
         raise GitError(f"unknown git revision '{rev}'")
-    proc = _git(cwd, "show", f"{rev}:{path_in_repo}", check=False)
-    if proc.returncode != 0:
-        return None
-    return proc.stdout.decode("utf-8", errors="replace")
+    proc = _git(cwd, "show", f"{candidate}:{path_in_repo}", check=False)
+    return proc.stdout if proc.returncode == 0 else None
 
 
 def commits_touching(cwd: Path, path_in_repo: str) -> list[str]:
     """Every commit, on every ref, that changed the file."""
     proc = _git(cwd, "log", "--all", "--format=%H", "--", path_in_repo)
     return proc.stdout.decode().split()
+
+
+def experiments(cwd: Path) -> list[str]:
+    """Names of the experiments (refs under refs/reprobuild/exps/), sorted."""
+    proc = _git(cwd, "for-each-ref", "--format=%(refname)", EXPS, check=False)
+    return sorted(r[len(EXPS) :] for r in proc.stdout.decode().split() if r.startswith(EXPS))

@@ -139,11 +139,15 @@ def parser() -> argparse.ArgumentParser:
 
     from . import (
         history,
+        plots,
         remote,
-    )  # their subcommands: dag, lineage, diff, metrics, params; push, pull
+        report,
+    )  # their subcommands: dag, lineage, diff, metrics, params; push, pull; plots; report
 
     history.register(add)
     remote.register(add)
+    plots.register(add)
+    report.register(add)
 
     v = add(
         "verify", "re-run stages aside from the workspace and compare their outputs bit for bit"
@@ -470,9 +474,9 @@ COMMANDS = {
 
 
 def _plugin_commands():
-    from . import history, remote
+    from . import history, plots, remote, report
 
-    return {**history.COMMANDS, **remote.COMMANDS}
+    return {**history.COMMANDS, **remote.COMMANDS, **plots.COMMANDS, **report.COMMANDS}
 
 
 COMMANDS.update(_plugin_commands())

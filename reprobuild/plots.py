@@ -347,7 +347,9 @@ def spec(chart: Chart) -> dict | None:
             "y": alt.Y(f"{_esc(y)}:Q", title=y),
             "color": alt.Color("series:N", title=None),
         }
-        mark = base.mark_line() if chart.template == "line" else base.mark_point(filled=True)
+        mark = (
+            base.mark_line() if chart.template == "line" else base.mark_point(filled=True, size=60)
+        )
         if chart.template == "line":
             enc["order"] = alt.Order("step:Q")
     return mark.encode(**enc, tooltip=tooltip).properties(width=WIDTH, height=HEIGHT).to_dict()
@@ -396,7 +398,18 @@ def _type(rows: list[dict], name: str) -> str:
 
 def svg(spec_dict: dict) -> str:
     _, vlc = need_libraries()
-    return vlc.vegalite_to_svg(spec_dict, vl_version=_vl_version(spec_dict))
+    text = vlc.vegalite_to_svg(spec_dict, vl_version=_vl_version(spec_dict))
+    # Vega numbers gradients and clips per process; renumber them per picture, so the same
+    # chart gives the same bytes however many were drawn before it.
+    ids: dict[str, str] = {}
+
+    def renumber(found) -> str:
+        kind, old = found.group(1), found.group(0)
+        if old not in ids:
+            ids[old] = f"{kind}_{sum(k.startswith(kind + '_') for k in ids.values())}"
+        return ids[old]
+
+    return re.sub(r"\b(gradient|clip)_\d+\b", renumber, text)
 
 
 def _vl_version(spec_dict: dict) -> str:

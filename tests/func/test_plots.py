@@ -295,9 +295,16 @@ def test_plots_diff_page_in_chromium_draws_one_line_per_revision(pipe, tmp_path)
     try:
         assert page.console_errors == [] and page.exceptions == [] and page.requests == []
         assert page.evaluate("document.querySelectorAll('.vl-chart svg').length") == 4
-        lines = page.evaluate("document.querySelectorAll('#plot-1 svg .mark-line path').length")
+        lines = page.evaluate(
+            "document.querySelectorAll('#plot-1 svg .mark-line.role-mark path').length"
+        )
         assert lines == 2  # HEAD and the workspace, overlaid
-        assert page.evaluate("document.querySelectorAll('#plot-4 svg .mark-rect path').length") == 2
+        assert (
+            page.evaluate(
+                "document.querySelectorAll('#plot-4 svg .mark-rect.role-mark path').length"
+            )
+            == 2
+        )
         assert page.evaluate("document.querySelectorAll('#plot-5 img').length") == 2
     finally:
         page.close()
@@ -318,7 +325,12 @@ def test_report_in_chromium_draws_the_dag_and_plots(pipe, tmp_path):
         assert page.console_errors == [] and page.exceptions == [] and page.requests == []
         assert page.evaluate("document.querySelectorAll('.dag svg').length") == 1
         assert page.evaluate("document.querySelector('.dag svg').textContent.includes('evaluate')")
-        assert page.evaluate("document.querySelectorAll('#plot-1 svg .mark-line path').length") == 1
+        assert (
+            page.evaluate(
+                "document.querySelectorAll('#plot-1 svg .mark-line.role-mark path').length"
+            )
+            == 1
+        )
     finally:
         page.close()
     assert (tmp_path / "report.png").stat().st_size > 10_000

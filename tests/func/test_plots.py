@@ -334,3 +334,23 @@ def test_report_in_chromium_draws_the_dag_and_plots(pipe, tmp_path):
     finally:
         page.close()
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_report_without_graphviz_draws_the_same_graph_itself(pipe, monkeypatch):
+    from reprobuild import report
+
+    pipe.write(
+        {
+            "reprobuild.yaml": pipe.read("reprobuild.yaml")
+            + "  summary:\n    cmd: cat scores.json > summary.txt\n    deps: [scores.json]\n"
+            "    outs: [summary.txt]\n"
+        }
+    )
+    monkeypatch.setattr(report.shutil, "which", lambda name: None)
+    assert pipe.run("report", "-o", "r.html").code == 0
+    page = pipe.read("r.html")
+    dag = page[page.index('<div class="dag">') : page.index("</svg>")]
+    assert 'data-stage="evaluate" data-fate="skip"' in dag
+    assert 'data-stage="summary" data-fate="run"' in dag  # stale stages marked
+    assert dag.count('class="edge"') == 1
+    assert "new stage" in dag  # the reasons, as the box's tooltip

@@ -338,6 +338,10 @@ class Loader:
         desc = body.get("desc", "")
         if not isinstance(desc, str):
             raise self.error("`desc` must be a string", body, "desc", name)
+        # `${key}` in a foreach's desc; its own set of used names, so a desc is never a param
+        desc = str(
+            self.render_value(desc, Context(ctx.local, ctx.params, ctx.vars), body, "desc", name)
+        )
         plots = self.plots(body, ctx, name, wdir_rel, outs)
         return Stage(
             name=name,

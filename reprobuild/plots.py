@@ -33,6 +33,8 @@ beside the pipeline file, holding a `.gitignore` of `*`):
     index.html         one page, readable offline: Vega, Vega-Lite and vega-embed
                        are inlined, each chart's Vega-Lite spec is in the page
     01-<title>.svg     each chart rendered by vl-convert (an image plot: its own bytes);
+                       its first line `<!-- reprobuild plot HASH vl-convert VERSION -->`
+                       names the spec it shows, so an unchanged chart is not drawn again;
                        pictures so named that this run did not make are removed
 
 The JavaScript bundle takes vl-convert ~2 s to build, so it is kept in
@@ -522,7 +524,7 @@ def write(project, chart_list: list[Chart], folder: Path, heading: str) -> list[
         stem = f"{i:02d}-{_slug(chart.title)}"
         if f"spec-{i}" in specs:
             target = folder / f"{stem}.svg"
-            atomic_write(target, svg(specs[f"spec-{i}"]).encode("utf-8"))
+            _write_svg(target, specs[f"spec-{i}"])
             written.append(target)
         for j, image in enumerate(chart.images):
             suffix = ".svg" if image["type"] == "image/svg+xml" else ".png"
@@ -536,6 +538,21 @@ def write(project, chart_list: list[Chart], folder: Path, heading: str) -> list[
         if PICTURE.match(old.name) and old not in written:
             old.unlink()
     return [index, *written]
+
+
+def _write_svg(target: Path, chart_spec: dict) -> None:
+    """Render the chart, unless `target` already holds this spec's picture (its first line
+    names the spec's hash and vl-convert's version): drawing is most of the time `show` takes."""
+    _, vlc = need_libraries()
+    digest = hashing.hash_bytes(json.dumps(chart_spec, sort_keys=True).encode())
+    stamp = f"<!-- reprobuild plot {digest} vl-convert {vlc.__version__} -->\n"
+    try:
+        with open(target, encoding="utf-8") as f:
+            if f.readline() == stamp:
+                return
+    except OSError:
+        pass
+    atomic_write(target, (stamp + svg(chart_spec)).encode("utf-8"))
 
 
 def _slug(text: str) -> str:

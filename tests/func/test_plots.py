@@ -103,7 +103,9 @@ def test_show_writes_one_offline_page_and_a_picture_per_plot(pipe):
     assert values(found["spec-4"])[0]["stage"] == "evaluate"
     assert "data:image/svg+xml;base64," in page
     svg = (folder / "01-pr-curve.svg").read_text()
-    assert svg.startswith("<svg") and "PR curve" in svg
+    stamp, picture = svg.split("\n", 1)
+    assert re.fullmatch(r"<!-- reprobuild plot [0-9a-f]{32} vl-convert \S+ -->", stamp)
+    assert picture.startswith("<svg") and "PR curve" in picture
     assert git(pipe.root, "status", "--porcelain") == ""  # the folder ignores itself
 
 
@@ -113,6 +115,11 @@ def test_show_is_byte_identical_when_run_twice(pipe):
     first = {p.name: p.read_bytes() for p in folder.iterdir()}
     pipe.run("plots", "show")
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == first
+    pipe.write({"params.yaml": "depth: 4\n"})  # new data: the kept picture is redrawn
+    pipe.run("build")
+    pipe.run("plots", "show")
+    assert (folder / "01-pr-curve.svg").read_bytes() != first["01-pr-curve.svg"]
+    assert (folder / "05-out-logo-svg.svg").read_bytes() == first["05-out-logo-svg.svg"]
 
 
 def test_show_targets_and_unknown_target(pipe):

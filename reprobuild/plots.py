@@ -333,26 +333,40 @@ def spec(chart: Chart) -> dict | None:
         return _confusion(alt, chart, rows, x, y)
     xtype = _type(rows, x)
     tooltip = [f"{_esc(k)}:{_type(rows, k)}" for k in dict.fromkeys(["series", x, y])]
+    revs = list(dict.fromkeys(r["rev"] for r in rows))  # in the order asked for
+    files = list(dict.fromkeys(r["file"] for r in rows))
+    legend = alt.Legend(labelLimit=400)
     if chart.template == "bar":
         enc = {
             "x": alt.X(f"{_esc(x)}:N", title=x, axis=alt.Axis(labelAngle=0)),
             "y": alt.Y(f"{_esc(y)}:Q", title=y),
         }
         if many_revs:
-            enc.update(color=alt.Color("rev:N", title=None), xOffset="rev:N")
+            enc["color"] = alt.Color(
+                "rev:N", title=None, scale=alt.Scale(domain=revs), legend=legend
+            )
+            enc["xOffset"] = alt.XOffset("rev:N", sort=revs)
         else:
             enc["color"] = alt.Color(f"{_esc(x)}:N", legend=None)
         mark = base.mark_bar()
     else:
-        enc = {
-            "x": alt.X(f"{_esc(x)}:{xtype}", title=x),
-            "y": alt.Y(f"{_esc(y)}:Q", title=y),
-            "color": alt.Color("series:N", title=None),
-        }
-        mark = (
-            base.mark_line() if chart.template == "line" else base.mark_point(filled=True, size=60)
-        )
-        if chart.template == "line":
+        enc = {"x": alt.X(f"{_esc(x)}:{xtype}", title=x), "y": alt.Y(f"{_esc(y)}:Q", title=y)}
+        line = chart.template == "line"
+        if many_revs and len(files) > 1:  # colour tells the file, the dash (or shape) the revision
+            enc["color"] = alt.Color(
+                "file:N", title=None, scale=alt.Scale(domain=files), legend=legend
+            )
+            kind = alt.StrokeDash if line else alt.Shape
+            enc["strokeDash" if line else "shape"] = kind(
+                "rev:N", title=None, scale=alt.Scale(domain=revs), legend=legend
+            )
+        else:
+            domain = list(dict.fromkeys(r["series"] for r in rows))
+            enc["color"] = alt.Color(
+                "series:N", title=None, scale=alt.Scale(domain=domain), legend=legend
+            )
+        mark = base.mark_line() if line else base.mark_point(filled=True, size=60)
+        if line:
             enc["order"] = alt.Order("step:Q")
     return mark.encode(**enc, tooltip=tooltip).properties(width=WIDTH, height=HEIGHT).to_dict()
 

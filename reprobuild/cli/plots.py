@@ -71,15 +71,15 @@ def cmd_plots(args) -> int:
             print(f"warning: {note}", file=sys.stderr)
     if not args.quiet:
         print(
-            f"wrote {_shown(written[0])} and {len(written) - 1} pictures ({len(chart_list)} plots)"
+            f"wrote {shown(written[0])} and {len(written) - 1} pictures ({len(chart_list)} plots)"
         )
     return EXIT_OK
 
 
-def _shown(path: Path) -> str:
-    import os
-
-    return os.path.relpath(path)
+def shown(path: Path) -> str:
+    """Relative to the current folder when inside it, else absolute."""
+    path = path.absolute()
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
 
 
 COMMANDS: dict = {"plots": cmd_plots}

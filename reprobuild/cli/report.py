@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from ..errors import EXIT_OK, UsageError
+from .plots import shown
 
 
 def register(add) -> None:
@@ -34,7 +34,7 @@ def cmd_report(args) -> int:
     text = report.build(project, args.lineage)
     atomic_write(target, text.encode("utf-8"))
     if not args.quiet:
-        print(f"wrote {os.path.relpath(target)}")
+        print(f"wrote {shown(target)}")
     return EXIT_OK
 
 

@@ -361,3 +361,49 @@ def test_report_without_graphviz_draws_the_same_graph_itself(pipe, monkeypatch):
     assert 'data-stage="summary" data-fate="run"' in dag  # stale stages marked
     assert dag.count('class="edge"') == 1
     assert "new stage" in dag  # the reasons, as the box's tooltip
+
+
+def test_yaml_records_and_hostile_plot_files_are_notes(ws, tmp_path):
+    outside = tmp_path / "secret.json"
+    outside.write_text('[{"a": 1, "b": 2}]')
+    ws.write(
+        {
+            "reprobuild.yaml": """\
+                stages:
+                  s:
+                    cmd: sh make.sh
+                    code: [make.sh]
+                    outs: [o/]
+                    plots:
+                      - o/good.yaml: {x: a, y: b}
+                      - o/tag.yaml: {x: a, y: b}
+                      - o/bomb.yaml: {x: a, y: b}
+                      - o/link.json: {x: a, y: b}
+                      - o/nofield.json: {x: a, y: zz}
+                """,
+            "make.sh": f"""\
+                mkdir -p o
+                printf -- '- {{a: 1, b: 2}}\\n- {{a: 2, b: 3}}\\n' > o/good.yaml
+                printf -- '- !!python/object/apply:os.system ["true"]\\n' > o/tag.yaml
+                printf 'a: &a [x,x,x,x,x,x,x,x,x]\\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\\nf: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]\\ng: [*f,*f,*f,*f,*f,*f,*f,*f,*f]\\n' > o/bomb.yaml
+                ln -s {outside} o/link.json
+                echo '[{{"a": 1}}]' > o/nofield.json
+                """,
+        }
+    )
+    assert ws.run("build").code == 0
+    r = ws.run("plots", "show")  # the stage made its plot a link to outside: never read
+    assert r.code == 2 and r.err == (
+        "error: reprobuild.yaml:10: stage 's': path 'o/link.json' leads out of the workspace "
+        "through a symlink\n"
+    )
+    kept = [line for line in ws.read("reprobuild.yaml").splitlines(True) if "link" not in line]
+    ws.write({"reprobuild.yaml": "".join(kept)})
+    r = ws.run("plots", "show")
+    assert r.code == 0
+    assert "o/tag.yaml (workspace): cannot parse:" in r.err
+    assert "o/bomb.yaml (workspace): cannot parse:" in r.err
+    assert "o/nofield.json (workspace): no field 'zz'" in r.err
+    found = specs(ws.read("reprobuild_plots/index.html"))
+    assert [(v["a"], v["b"]) for v in values(found["spec-1"])] == [(1, 2), (2, 3)]
+    assert len(found) == 1

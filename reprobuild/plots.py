@@ -56,7 +56,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import hashing, history, yamlio
+from . import gitrev, hashing, history, yamlio
 from .errors import ReprobuildError, UsageError
 from .fsutil import atomic_write
 
@@ -93,46 +93,39 @@ class Chart:
 
 
 def charts(project, targets=()) -> list[Chart]:
-    """The declared plots grouped into charts; `targets` are plot paths or stage names."""
+    """The declared plots grouped into charts; `targets` are plot paths (or folders holding
+    them), stage names or foreach group names, relative to the pipeline folder."""
     wanted = _target_filter(project, targets)
-    found: dict[str, Chart] = {}
+    found: dict[tuple, Chart] = {}
     for name, stage in project.pipeline.stages.items():
         for plot in stage.plots:
             if not wanted(name, plot.path):
                 continue
             title = plot.title or plot.path
-            chart = found.get(title)
-            if chart is None:
-                chart = found[title] = Chart(title, plot.template, plot.x, plot.y)
-            chart.plots.append((name, plot))
+            key = (title, plot.image)  # images and data never share a chart
+            if key not in found:
+                found[key] = Chart(title, plot.template, plot.x, plot.y)
+            found[key].plots.append((name, plot))
     return list(found.values())
 
 
 def _target_filter(project, targets):
     if not targets:
         return lambda stage, path: True
-    paths = {t.rstrip("/") for t in targets}
-    stages = set()
-    for t in targets:
-        if any(p.path == t for s in project.pipeline.stages.values() for p in s.plots):
-            continue
-        stages.update(project.select([t]) if t in _names(project) else ())
-    known = {p.path for s in project.pipeline.stages.values() for p in s.plots}
-    unknown = [t for t in targets if t.rstrip("/") not in known and t not in _names(project)]
-    if unknown:
-        raise UsageError(f"'{unknown[0]}' is neither a declared plot nor a stage")
-    named = {t for t in targets if t in _names(project)}
-    return lambda stage, path: (
-        path in paths
-        or any(path.startswith(p + "/") for p in paths)
-        or stage in named
-        or stage.split("@")[0] in named
-    )
-
-
-def _names(project) -> set[str]:
     stages = project.pipeline.stages
-    return set(stages) | {n.split("@")[0] for n in stages}
+    names = set(stages) | {n.split("@")[0] for n in stages}
+    paths = [p.path for s in stages.values() for p in s.plots]
+
+    def under(path: str, target: str) -> bool:
+        target = target.rstrip("/")
+        return path == target or path.startswith(target + "/")
+
+    for t in targets:
+        if t not in names and not any(under(p, t) for p in paths):
+            raise UsageError(f"'{t}' is neither a declared plot nor a stage")
+    return lambda stage, path: (
+        stage in targets or stage.split("@")[0] in targets or any(under(path, t) for t in targets)
+    )
 
 
 # -- reading data ---------------------------------------------------------------------
@@ -163,8 +156,6 @@ class Reader:
             raise LookupError(problem)
         try:
             top = history.git_top(self.project)
-            from . import gitrev
-
             data = gitrev.show_bytes(top, rev, history.in_repo(top, self.project.ws.dir / path))
         except ReprobuildError as exc:
             raise LookupError(str(exc)) from None

@@ -125,6 +125,10 @@ def test_show_is_byte_identical_when_run_twice(pipe):
 def test_show_targets_and_unknown_target(pipe):
     r = pipe.run("plots", "show", "out/curve.json", "-o", "only")
     assert r.code == 0 and len(specs((pipe.root / "only/index.html").read_text())) == 1
+    r = pipe.run("plots", "show", "out/", "-o", "folder")  # a folder: the plots inside it
+    assert r.code == 0 and len(specs((pipe.root / "folder/index.html").read_text())) == 3
+    r = pipe.run("plots", "show", "evaluate", "-o", "stage")
+    assert r.code == 0 and len(specs((pipe.root / "stage/index.html").read_text())) == 4
     r = pipe.run("plots", "show", "nope.json")
     assert r.code == 2 and "'nope.json' is neither a declared plot nor a stage" in r.err
 

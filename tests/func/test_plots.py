@@ -411,3 +411,35 @@ def test_yaml_records_and_hostile_plot_files_are_notes(ws, tmp_path):
     found = specs(ws.read("reprobuild_plots/index.html"))
     assert [(v["a"], v["b"]) for v in values(found["spec-1"])] == [(1, 2), (2, 3)]
     assert len(found) == 1
+
+
+def test_a_revisions_metrics_leave_out_plain_outs_that_match_a_metrics_pattern(ws):
+    ws.write(
+        {
+            "reprobuild.yaml": """\
+                stages:
+                  ev:
+                    foreach: [a, b]
+                    do:
+                      cmd: sh ev.sh ${item}
+                      code: [ev.sh]
+                      outs: ['m/${item}.curve.json']
+                      metrics: ['m/${item}.json']
+                      plots: ['m/${item}.curve.json']
+                """,
+            "ev.sh": """\
+                mkdir -p m
+                echo '{"recall": 0.5}' > m/$1.json
+                echo '[{"x": 1, "y": 2}]' > m/$1.curve.json
+                """,
+            ".gitignore": "m/\n",
+        }
+    )
+    assert ws.run("build").code == 0
+    ws.commit_all("v1")
+    r = ws.run("metrics", "show", "--rev", "HEAD", "--json")
+    assert sorted(json.loads(r.out)["metrics"]) == ["m/a.json", "m/b.json"]
+    assert ws.run("report", "-o", "r.html").code == 0
+    page = ws.read("r.html")
+    metrics = page[page.index("<h2>Metrics</h2>") : page.index("<h2>Plots</h2>")]
+    assert "m/a.json" in metrics and "curve" not in metrics

@@ -37,9 +37,9 @@ def build(project, lineage_path: str | None = None) -> str:
     project.save_stats()
     view = dag.build_view(project, decisions)
     notes = [problem] if problem else []
-    body = [f"<h1>Pipeline {_e(project.pipeline.file)}</h1>"]
+    body = [f"<h1>Pipeline {_e(project.pipeline.file)}</h1>", _contents(project, lineage_path)]
     body += [_note(n) for n in notes]
-    body.append("<h2>Graph</h2>")
+    body.append('<h2 id="graph">Graph</h2>')
     body.append(f'<div class="dag">{dag_svg(view)}</div>')
     body.append(_legend())
     body.append(_stale(decisions))
@@ -56,6 +56,18 @@ def build(project, lineage_path: str | None = None) -> str:
 
 def _e(value) -> str:
     return html.escape(str(value))
+
+
+def _contents(project, lineage_path: str | None) -> str:
+    links = [("graph", "Graph"), ("stale", "What is stale"), ("stages", "Stages")]
+    links += [("metrics", "Metrics")]
+    if any(stage.plots for stage in project.pipeline.stages.values()):
+        links.append(("plots", "Plots"))
+    if lineage_path:
+        links.append(("lineage", f"Lineage of {lineage_path}"))
+    stages = ", ".join(f'<a href="#stage-{_e(n)}">{_e(n)}</a>' for n in project.pipeline.stages)
+    items = "".join(f'<li><a href="#{a}">{_e(t)}</a></li>' for a, t in links)
+    return f"<nav><ul>{items}</ul><p>Stages: {stages}</p></nav>"
 
 
 def _note(text: str) -> str:
@@ -143,21 +155,21 @@ def plain_svg(view: dict) -> str:
 def _stale(decisions) -> str:
     stale = [d for d in decisions if d.stale]
     if not stale:
-        return f"<h2>What is stale</h2><p>Nothing: all {len(decisions)} stages are up to date.</p>"
+        return f'<h2 id="stale">What is stale</h2><p>Nothing: all {len(decisions)} stages are up to date.</p>'
     rows = "".join(
         f"<tr><td>{_e(d.stage)}</td><td>{_e(dag.FATE_WORDS[d.fate])}</td>"
         f"<td>{'<br>'.join(_e(r) for r in d.reasons)}</td></tr>"
         for d in stale
     )
     return (
-        f"<h2>What is stale</h2><p>{len(stale)} of {len(decisions)} stages.</p>"
+        f'<h2 id="stale">What is stale</h2><p>{len(stale)} of {len(decisions)} stages.</p>'
         f"<table><tr><th>stage</th><th>if built now</th><th>why</th></tr>{rows}</table>"
     )
 
 
 def _stages(project, entries: dict, decisions) -> str:
     fates = {d.stage: d for d in decisions}
-    parts = ["<h2>Stages</h2>"]
+    parts = ['<h2 id="stages">Stages</h2>']
     for name, stage in project.pipeline.stages.items():
         entry = entries.get(name) or {}
         d = fates.get(name)
@@ -166,6 +178,10 @@ def _stages(project, entries: dict, decisions) -> str:
             parts.append(f"<p>{_e(stage.desc)}</p>")
         if d is not None:
             parts.append(f"<p><b>{_e(dag.FATE_WORDS[d.fate])}</b></p>")
+        flags = [f"wdir {stage.wdir}"] if stage.wdir != "." else []
+        flags += [f for f in ("always_run", "frozen") if getattr(stage, f)]
+        if flags:
+            parts.append(f"<p>{_e(', '.join(flags))}</p>")
         parts.append(f"<pre>{_e(' && '.join(stage.cmd))}</pre>")
         rows = []
         for label, items, locked in (
@@ -183,8 +199,9 @@ def _stages(project, entries: dict, decisions) -> str:
             rows.append(
                 f"<tr><td>param</td><td>{_e(key)}</td><td colspan=2>{_e(json.dumps(value))}</td></tr>"
             )
-        env = entry.get("env") or {}
-        for key, value in history.flat_env(env).items():
+        env = entry.get("env") or {}  # as locked; what the pipeline asks for when not built
+        declared = {p: "(not built)" for p in (*stage.env.packages, *stage.env.vars)}
+        for key, value in (history.flat_env(env) or declared).items():
             rows.append(f"<tr><td>env</td><td>{_e(key)}</td><td colspan=2>{_e(value)}</td></tr>")
         parts.append(
             "<table><tr><th></th><th>path / name</th><th>size</th><th>hash / value</th></tr>"
@@ -242,7 +259,7 @@ def _metrics(project) -> str:
         if keys
         else "<p>No metrics.</p>"
     )
-    return "<h2>Metrics</h2>" + "".join(_note(n) for n in notes) + table
+    return '<h2 id="metrics">Metrics</h2>' + "".join(_note(n) for n in notes) + table
 
 
 def _metrics_at(project, rev: str, notes: list):
@@ -270,11 +287,11 @@ def _plots(project) -> tuple[str, dict]:
     try:
         plots.need_libraries()
     except ReprobuildError as exc:
-        return "<h2>Plots</h2>" + _note(f"{exc} ({exc.hint})"), {}
+        return '<h2 id="plots">Plots</h2>' + _note(f"{exc} ({exc.hint})"), {}
     plots.load(project, chart_list, [None])
     specs: dict = {}
     blocks = [plots.chart_html(chart, i, specs) for i, chart in enumerate(chart_list, 1)]
-    return "<h2>Plots</h2>" + "\n".join(blocks), specs
+    return '<h2 id="plots">Plots</h2>' + "\n".join(blocks), specs
 
 
 def _lineage(project, entries: dict, path: str) -> str:
@@ -282,7 +299,7 @@ def _lineage(project, entries: dict, path: str) -> str:
         found = lineage.trace(path, entries, "workspace", str(project.ws.dir))
         lineage.check_workspace(found, project, entries)
     except ReprobuildError as exc:
-        return f"<h2>Lineage of {_e(path)}</h2>" + _note(str(exc))
+        return f'<h2 id="lineage">Lineage of {_e(path)}</h2>' + _note(str(exc))
     parts = [
         f'<h2 id="lineage">Lineage of {_e(found.path)}</h2>',
         f"<p>Made by <b>{_e(found.stage)}</b>; "

@@ -441,5 +441,5 @@ def test_a_revisions_metrics_leave_out_plain_outs_that_match_a_metrics_pattern(w
     assert sorted(json.loads(r.out)["metrics"]) == ["m/a.json", "m/b.json"]
     assert ws.run("report", "-o", "r.html").code == 0
     page = ws.read("r.html")
-    metrics = page[page.index("<h2>Metrics</h2>") : page.index("<h2>Plots</h2>")]
+    metrics = page[page.index('<h2 id="metrics">') : page.index('<h2 id="plots">')]
     assert "m/a.json" in metrics and "curve" not in metrics

@@ -57,6 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import gitrev, hashing, history, yamlio
+from .cache import CorruptObject, MissingObject
 from .errors import ReprobuildError, UsageError
 from .fsutil import atomic_write
 
@@ -188,7 +189,7 @@ class Reader:
                 if out.endswith("/") and path.startswith(folder + "/"):
                     try:
                         manifest = cache.read_manifest(digest)
-                    except Exception:  # missing or corrupt manifest: not in the cache
+                    except (MissingObject, CorruptObject):  # then it is not in the cache
                         return None
                     inner = path[len(folder) + 1 :]
                     for item in manifest:
@@ -282,7 +283,11 @@ def load(project, chart_list: list[Chart], revs: list[str | None]) -> None:
                     continue
                 meta = {"rev": label, "file": plot.path, "stage": stage}
                 rows = [{**meta, "step": i, **r} for i, r in enumerate(records)]
-                missing = [f for f in (_x(chart), _y(chart, rows)) if f and f not in rows[0]]
+                y = _y(chart, rows)
+                if y is None:
+                    chart.notes.append(f"{plot.path} ({label}): no numeric field to draw as y")
+                    continue
+                missing = [f for f in (_x(chart), y) if f not in rows[0]]
                 if missing:
                     chart.notes.append(f"{plot.path} ({label}): no field '{missing[0]}'")
                     continue
@@ -302,7 +307,11 @@ def _y(chart: Chart, rows: list[dict]) -> str | None:
         return chart.y
     for key in reversed(list(rows[0])):
         value = rows[0][key]
-        if key not in META_FIELDS and isinstance(value, (int, float)) and value is not True:
+        if (
+            key not in META_FIELDS
+            and isinstance(value, (int, float))
+            and not isinstance(value, bool)
+        ):
             return key
     return None
 
@@ -322,9 +331,8 @@ def need_libraries():
     return altair, vl_convert
 
 
-def series_label(chart: Chart, row: dict) -> str:
-    many_files = len(chart.files) > 1
-    many_revs = len({r["rev"] for r in chart.records}) > 1
+def series_label(row: dict, many_files: bool, many_revs: bool) -> str:
+    """What a legend calls one file of one revision."""
     if many_files and many_revs:
         return f"{row['file']} ({row['rev']})"
     return row["rev"] if many_revs else row["file"]
@@ -335,9 +343,10 @@ def spec(chart: Chart) -> dict | None:
     if chart.image or not chart.records:
         return None
     alt, _ = need_libraries()
-    rows = [{**r, "series": series_label(chart, r)} for r in chart.records]
+    many_files = len(chart.files) > 1
+    many_revs = len({r["rev"] for r in chart.records}) > 1
+    rows = [{**r, "series": series_label(r, many_files, many_revs)} for r in chart.records]
     x, y = _x(chart), _y(chart, rows)
-    many_revs = len({r["rev"] for r in rows}) > 1
     base = alt.Chart(alt.Data(values=rows), title=chart.title)
     if chart.template == "confusion":
         return _confusion(alt, chart, rows, x, y)

@@ -21,7 +21,7 @@ import subprocess
 
 import networkx as nx
 
-from . import dag, history, lineage
+from . import dag, gitrev, history, lineage
 from .decision import SKIP
 from .errors import ReprobuildError
 
@@ -228,8 +228,6 @@ def _size(meta: dict) -> str:
 
 
 def _metrics(project) -> str:
-    from . import gitrev
-
     revs: list[str | None] = [None]
     notes = []
     try:

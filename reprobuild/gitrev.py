@@ -43,14 +43,28 @@ def resolve(cwd: Path, rev: str) -> str:
 
 def show(cwd: Path, rev: str, path_in_repo: str) -> str | None:
     """Text of a file at a revision (or experiment), None when it lacks it; a bad rev raises."""
+    data = show_bytes(cwd, rev, path_in_repo)
+    return None if data is None else data.decode("utf-8", errors="replace")
+
+
+def show_bytes(cwd: Path, rev: str, path_in_repo: str) -> bytes | None:
+    """Bytes of a file at a revision (or an experiment's name), None when it lacks it."""
     commit = resolve(cwd, rev)
     proc = _git(cwd, "show", f"{commit}:{path_in_repo}", check=False)
-    if proc.returncode != 0:
-        return None
-    return proc.stdout.decode("utf-8", errors="replace")
+    return proc.stdout if proc.returncode == 0 else None
 
 
 def commits_touching(cwd: Path, path_in_repo: str) -> list[str]:
     """Every commit, on every ref, that changed the file."""
     proc = _git(cwd, "log", "--all", "--format=%H", "--", path_in_repo)
     return proc.stdout.decode().split()
+
+
+def experiments(cwd: Path) -> list[str]:
+    """Names of the experiments (refs under refs/reprobuild/exps/), sorted."""
+    proc = _git(cwd, "for-each-ref", "--format=%(refname)", EXPERIMENT_REFS, check=False)
+    return sorted(
+        r[len(EXPERIMENT_REFS) :]
+        for r in proc.stdout.decode().split()
+        if r.startswith(EXPERIMENT_REFS)
+    )

@@ -288,16 +288,18 @@ def _revision_bytes(project, rev: str, path: str, meta) -> bytes:
 
 def _metric_rule(project, rev: str):
     """Is a lock out of revision `rev` a metrics file? (see the module docstring)"""
-    current = {
-        out.path for stage in project.pipeline.stages.values() for out in stage.outs if out.metric
-    }
+    outs = [out for stage in project.pipeline.stages.values() for out in stage.outs]
+    current = {out.path for out in outs if out.metric}
+    plain = {out.path for out in outs if not out.metric}  # `reports/*.json` must not take these
     patterns = revision_metric_patterns(show(project, rev, project.ws.pipeline_file))
 
     def is_metric(path: str) -> bool:
         if path in current:
             return True
-        return path.endswith(METRIC_SUFFIXES) and any(
-            fnmatch.fnmatchcase(path, p) for p in patterns
+        return (
+            path not in plain
+            and path.endswith(METRIC_SUFFIXES)
+            and any(fnmatch.fnmatchcase(path, p) for p in patterns)
         )
 
     return is_metric

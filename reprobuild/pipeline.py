@@ -43,10 +43,15 @@ STAGE_FIELDS = {
     "frozen",
     "wdir",
     "resources",
+    "plots",
 }
 EXPAND_FIELDS = {"foreach", "matrix", "do"}
 ENV_FIELDS = {"python", "platform", "packages", "vars", "files"}
 OUT_FLAGS = {"cache", "persist"}
+PLOT_FIELDS = {"x", "y", "title", "template"}
+PLOT_TEMPLATES = ("line", "scatter", "bar", "confusion")
+PLOT_DATA_SUFFIXES = (".json", ".csv", ".tsv", ".yaml", ".yml")
+PLOT_IMAGE_SUFFIXES = (".png", ".svg")
 LINK_MODES = ("copy", "hardlink", "symlink")
 _STAGE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@+=-]*$")
 
@@ -77,6 +82,22 @@ class Source:
 
 
 @dataclass(frozen=True)
+class Plot:
+    """An out (or a file inside an out folder) to draw; never part of the stage's key."""
+
+    path: str  # relative to the pipeline folder, posix
+    x: str | None = None
+    y: str | None = None
+    title: str | None = None
+    template: str = "line"
+    line: int = 0
+
+    @property
+    def image(self) -> bool:
+        return self.path.lower().endswith(PLOT_IMAGE_SUFFIXES)
+
+
+@dataclass(frozen=True)
 class EnvSpec:
     python: bool = True
     platform: bool = True
@@ -100,6 +121,7 @@ class Stage:
     desc: str = ""
     cpus: int = 1
     line: int = 0
+    plots: tuple[Plot, ...] = ()
 
     @property
     def cmd_text(self) -> str | list[str]:
@@ -384,6 +406,11 @@ class Loader:
         desc = body.get("desc", "")
         if not isinstance(desc, str):
             raise self.error("`desc` must be a string", body, "desc", name)
+        # `${key}` in a foreach's desc; its own set of used names, so a desc is never a param
+        desc = str(
+            self.render_value(desc, Context(ctx.local, ctx.params, ctx.vars), body, "desc", name)
+        )
+        plots = self.plots(body, ctx, name, wdir_rel, outs)
         return Stage(
             name=name,
             cmd=cmds,
@@ -396,8 +423,62 @@ class Loader:
             desc=desc,
             cpus=self.cpus(body, name),
             line=line,
+            plots=plots,
             **flags,
         )
+
+    def plots(self, body, ctx, stage, wdir, outs) -> tuple[Plot, ...]:
+        """`plots:` entries: PATH or {PATH: {x, y, title, template}}, each an out or inside one."""
+        value = body.get("plots")
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            raise self.error("`plots` must be a list", body, "plots", stage)
+        value = self.render_value(value, ctx, body, "plots", stage)
+        found = []
+        for i, entry in enumerate(value):
+            opts = {}
+            if isinstance(entry, dict) and len(entry) == 1:
+                ((entry, opts),) = entry.items()
+                opts = opts or {}
+                if not isinstance(opts, dict):
+                    raise self.error(
+                        "options of a plot are {x, y, title, template}", value, i, stage
+                    )
+                self.check_fields(opts, PLOT_FIELDS, "a plot", stage)
+                bad = [k for k, v in opts.items() if not isinstance(v, str)]
+                if bad:
+                    raise self.error(f"plot option `{bad[0]}` must be a string", value, i, stage)
+            if not isinstance(entry, str) or not entry:
+                raise self.error("each entry of `plots` must be a path", value, i, stage)
+            path = self.check_path(entry, wdir, value, i, stage)
+            template = opts.get("template", "line")
+            if template not in PLOT_TEMPLATES:
+                raise self.error(
+                    f"plot '{entry}': unknown template '{template}' "
+                    f"(allowed: {', '.join(PLOT_TEMPLATES)})",
+                    value,
+                    i,
+                    stage,
+                )
+            lower = path.lower()
+            if not lower.endswith(PLOT_DATA_SUFFIXES + PLOT_IMAGE_SUFFIXES):
+                raise self.error(
+                    f"plot '{entry}': not a data file (.json, .csv, .tsv, .yaml) "
+                    "or an image (.png, .svg)",
+                    value,
+                    i,
+                    stage,
+                )
+            if not any(path == o.path or path.startswith(o.path + "/") for o in outs):
+                raise self.error(
+                    f"plot '{entry}' is not an out of this stage, nor inside one",
+                    value,
+                    i,
+                    stage,
+                )
+            found.append(Plot(path, line=yamlio.line_of(value, i), **opts))
+        return tuple(found)
 
     def cpus(self, body, name) -> int:
         resources = body.get("resources") or {}

@@ -137,15 +137,16 @@ def parser() -> argparse.ArgumentParser:
     )
     g.add_argument("-n", "--dry-run", action="store_true", help="only list what would be removed")
 
-    # their subcommands: dag, lineage, diff, metrics, params; push, pull; add, import, update
-    from . import data, history, remote
+    # their subcommands: dag, lineage, diff, metrics, params; push, pull; add, import,
+    # update; exp ...; plots; report
+    from . import data, exp, history, plots, remote, report
 
     history.register(add)
     remote.register(add)
     data.register(add)
-    from . import exp  # exp run/show/diff/apply/branch/remove/push/pull
-
     exp.register(add)
+    plots.register(add)
+    report.register(add)
 
     v = add(
         "verify", "re-run stages aside from the workspace and compare their outputs bit for bit"
@@ -497,9 +498,10 @@ COMMANDS = {
 
 
 def _plugin_commands():
-    from . import data, exp, history, remote
+    from . import data, exp, history, plots, remote, report
 
-    return {**history.COMMANDS, **remote.COMMANDS, **data.COMMANDS, **exp.COMMANDS}
+    groups = (history, remote, data, exp, plots, report)
+    return {name: f for group in groups for name, f in group.COMMANDS.items()}
 
 
 COMMANDS.update(_plugin_commands())

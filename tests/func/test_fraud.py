@@ -141,3 +141,44 @@ def test_predict_scores_new_claims(fraud):
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip()
+
+
+def test_report_names_every_stage_and_the_selected_models_lineage(fraud, capsys):
+    import re
+
+    root, _ = fraud
+    r = cli(root, capsys, "report", "-o", "report.html", "--lineage", "models/best.pkl")
+    assert r.code == 0, r.err
+    page = (root / "report.html").read_text()
+    dag = page[page.index('<div class="dag">') : page.index("</svg>")]
+    for name in ALL:  # in the graph's picture, and a section of its own
+        assert f">{name}<" in dag and f'id="stage-{name}"' in page
+    assert "Nothing: all 10 stages are up to date." in page
+    assert "Made by <b>select</b>" in page
+    lineage = re.findall(r'<tr class="lineage-stage"><td>([^<]+)</td>', page)
+    assert sorted(lineage) == sorted(ALL)  # the selected model depends on every stage
+    selected = json.loads((root / "reports/best.json").read_text())["selected"]
+    assert f"models/{selected}.pkl" in page
+    assert "reports/boosting.json" in page and "recall" in page  # the metrics table
+
+
+@pytest.mark.browser
+def test_plots_page_in_chromium_overlays_the_three_pr_curves(fraud, capsys, tmp_path):
+    from tests.browser import open_page
+
+    root, _ = fraud
+    r = cli(root, capsys, "plots", "show")
+    assert r.code == 0 and r.err == "", r.err
+    page = open_page(
+        (root / "reprobuild_plots/index.html").as_uri(),
+        tmp_path / "fraud-plots.png",
+        "document.querySelectorAll('.vl-chart svg').length === 3",
+    )
+    try:
+        assert page.console_errors == [] and page.exceptions == [] and page.requests == []
+        count = "document.querySelectorAll('#plot-{} svg .mark-{}.role-mark path').length"
+        assert page.evaluate(count.format(1, "line")) == 3  # one curve per model
+        assert page.evaluate(count.format(2, "rect")) == 12  # three 2x2 confusion matrices
+        assert page.evaluate(count.format(3, "rect")) == 3  # a recall bar per model
+    finally:
+        page.close()

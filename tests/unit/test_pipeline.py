@@ -111,3 +111,50 @@ def test_env_merges_stage_over_pipeline(tmp_path):
 def test_invalid(tmp_path, body, msg):
     with pytest.raises(PipelineError, match=msg):
         load(tmp_path, body)
+
+
+def test_plots_are_validated_outs_and_a_foreach_desc_is_rendered(tmp_path):
+    p = load(
+        tmp_path,
+        """
+stages:
+  ev:
+    foreach: [a, b]
+    do:
+      desc: Scores of ${item} at depth ${depth}
+      cmd: run ${item}
+      outs: ['out/${item}/']
+      metrics: ['m/${item}.json']
+      plots:
+        - out/${item}/curve.csv: {x: r, y: p, title: Curves}
+        - 'm/${item}.json'
+        - out/${item}/pic.png
+""",
+        params="depth: 3\n",
+    )
+    stage = p.stages["ev@b"]
+    assert stage.desc == "Scores of b at depth 3"
+    assert stage.params == {}  # a desc never makes a param (nor changes the key)
+    assert [(q.path, q.x, q.y, q.title, q.template, q.image) for q in stage.plots] == [
+        ("out/b/curve.csv", "r", "p", "Curves", "line", False),
+        ("m/b.json", None, None, None, "line", False),
+        ("out/b/pic.png", None, None, None, "line", True),
+    ]
+
+
+@pytest.mark.parametrize(
+    "entry, msg",
+    [
+        ("o/x.json: {template: pie}", ":6: stage 's': plot 'o/x.json': unknown template 'pie'"),
+        ("o/x.json: {colour: red}", ":6: stage 's': unknown field 'colour' in a plot"),
+        ("o/x.json: {x: 3}", "plot option `x` must be a string"),
+        ("other.json", ":6: stage 's': plot 'other.json' is not an out of this stage"),
+        ("o/x.txt", "plot 'o/x.txt': not a data file"),
+        ("../x.json", "leaves the workspace"),
+    ],
+)
+def test_invalid_plots(tmp_path, entry, msg):
+    text = f"stages:\n  s:\n    cmd: run\n    outs: [o/]\n    plots:\n      - {entry}\n"
+    with pytest.raises(PipelineError) as err:
+        load(tmp_path, text)
+    assert msg in str(err.value)

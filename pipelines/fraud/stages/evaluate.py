@@ -2,8 +2,9 @@
 
 Recall comes first: a missed fraud costs far more than a second look at an
 honest claim. Writes a flat metrics file (recall, precision, F1 and the
-confusion matrix at --threshold, plus threshold-free ROC-AUC and PR-AUC) and
-a separate precision-recall curve thinned to --curve-points points.
+confusion matrix at --threshold, plus threshold-free ROC-AUC and PR-AUC), a
+separate precision-recall curve thinned to --curve-points points, and the
+confusion matrix again as records (actual, predicted, count) for plotting.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def main() -> None:
     ap.add_argument("--curve-points", type=int, required=True)
     ap.add_argument("--metrics-out", required=True)
     ap.add_argument("--curve-out", required=True)
+    ap.add_argument("--confusion-out", required=True)
     args = ap.parse_args()
 
     single_thread()
@@ -75,6 +77,12 @@ def main() -> None:
     }
     write_json(metrics, args.metrics_out)
     write_json({"points": thin_curve(y, proba, args.curve_points)}, args.curve_out)
+    cells = {("honest", "honest"): tn, ("honest", "fraud"): fp, ("fraud", "honest"): fn}
+    cells[("fraud", "fraud")] = tp
+    write_json(
+        [{"actual": a, "predicted": p, "count": int(n)} for (a, p), n in cells.items()],
+        args.confusion_out,
+    )
     print(
         f"{args.model}: recall {metrics['recall']:.3f} precision {metrics['precision']:.3f} "
         f"roc_auc {metrics['roc_auc']:.3f} pr_auc {metrics['pr_auc']:.3f}"

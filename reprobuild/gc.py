@@ -1,5 +1,8 @@
 """Removing cache objects and run records that no kept lockfile refers to.
 
+Environments (`cache/envs/`, envs.py) go too when no kept lock entry names
+their lock files' hashes.
+
 Kept lockfiles: every `reprobuild.lock` in the workspace (so pipelines that
 share one cache keep each other's objects), and with `all_commits` every
 version of them in git history. The caller holds the cache's exclusive lock
@@ -16,6 +19,7 @@ from pathlib import Path
 from . import gitrev, lockfile
 from .cache import Cache, CorruptObject, MissingObject
 from .errors import CacheError
+from .fsutil import remove_path
 from .workspace import LOCK_FILE, STATE_DIR
 
 
@@ -25,6 +29,7 @@ class GcResult:
     runs: list[str] = field(default_factory=list)
     bytes: int = 0
     lockfiles: int = 0
+    envs: list[str] = field(default_factory=list)  # uv-built environments (envs.py)
 
 
 def workspace_lockfiles(root: Path, cache_root: Path) -> list[Path]:
@@ -101,6 +106,13 @@ def collect(cache: Cache, root: Path, all_commits: bool = False, dry_run: bool =
         result.runs.append(key)
         if not dry_run:
             path.unlink()
+    from .envs import unreferenced
+
+    for path in unreferenced(cache.root, entries):
+        if path.is_dir():  # else the lock file of a removed environment
+            result.envs.append(path.name)
+        if not dry_run:
+            remove_path(path)
     if not dry_run:
         cache.sweep_tmp()
     return result

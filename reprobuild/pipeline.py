@@ -35,9 +35,10 @@ STAGE_FIELDS = {
     "resources",
 }
 EXPAND_FIELDS = {"foreach", "matrix", "do"}
-ENV_FIELDS = {"python", "platform", "packages", "vars", "files"}
+ENV_FIELDS = {"python", "platform", "packages", "vars", "files", "requirements"}
 OUT_FLAGS = {"cache", "persist"}
 LINK_MODES = ("copy", "hardlink", "symlink")
+ALL_PACKAGES = ":all:"  # `packages: all` (packages.ALL)
 _STAGE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@+=-]*$")
 
 
@@ -61,9 +62,10 @@ class Dep:
 class EnvSpec:
     python: bool = True
     platform: bool = True
-    packages: tuple[str, ...] = ()
+    packages: tuple[str, ...] = ()  # each with its requirements; (":all:",) for `all`
     vars: tuple[str, ...] = ()
     files: tuple[str, ...] = ()  # relative to the pipeline folder
+    requirements: str | None = None  # a lock file: the stage runs in a uv-built environment
 
 
 @dataclass(frozen=True)
@@ -514,12 +516,34 @@ class Loader:
             fields[flag] = value
         for name in ("packages", "vars", "files"):
             value = node.get(name, [])
+            if name == "packages" and (value == "all" or ALL_PACKAGES in getattr(base, name)):
+                fields[name] = (ALL_PACKAGES,)
+                continue
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise self.error(f"`env.{name}` must be a list of names", node, name, stage)
             if name == "files":
                 value = [self.check_path(v, ".", value, i, stage) for i, v in enumerate(value)]
             fields[name] = tuple(sorted(set(getattr(base, name)) | set(value)))
+        fields["requirements"] = self.requirements(node, base.requirements, stage)
         return EnvSpec(**fields)
+
+    def requirements(self, node, inherited: str | None, stage) -> str | None:
+        """`requirements: FILE`: a pinned requirements file, or uv.lock / pyproject.toml
+        (then both, side by side). Checked here so a typo fails before anything runs."""
+        value = node.get("requirements", inherited)
+        if value is None or value == inherited:
+            return value
+        if not isinstance(value, str) or not value:
+            raise self.error("`env.requirements` must be a file name", node, "requirements", stage)
+        path = self.check_path(value, ".", node, "requirements", stage)
+        from .envs import lock_files
+
+        for rel in lock_files(path):
+            if not (self.ws.dir / rel).is_file():
+                raise self.error(
+                    f"env.requirements: '{rel}' does not exist", node, "requirements", stage
+                )
+        return path
 
 
 def _label(value, index: int) -> str:

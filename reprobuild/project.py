@@ -14,6 +14,7 @@ from .cache import Cache
 from .decision import Prober
 from .graph import OutIndex
 from .hashing import Hasher, StatCache
+from .packages import Installed
 from .workspace import Workspace, cache_dir, open_workspace
 
 
@@ -36,9 +37,9 @@ class Project:
         g = graph_mod.build(pipe, str(ws.dir))
         cache = Cache(cache_dir(ws, pipe.cache, cache_opt), link=pipe.link)
         hasher = Hasher(StatCache(cache.stat_cache_path()))
-        return cls(
-            ws, pipe, g, cache, hasher, Prober(str(ws.dir), hasher), OutIndex.build(pipe.stages)
-        )
+        installed = Installed(cache.root / "packages.json")
+        prober = Prober(str(ws.dir), hasher, installed)
+        return cls(ws, pipe, g, cache, hasher, prober, OutIndex.build(pipe.stages))
 
     def read_lock(self) -> tuple[dict, str | None]:
         return lockfile.read(self.ws.lock_file, self.parsed_lock)
@@ -66,3 +67,5 @@ class Project:
     def save_stats(self) -> None:
         if self.cache.root.is_dir():
             self.hasher.stats.save()
+            if self.prober.installed is not None:
+                self.prober.installed.save()

@@ -8,6 +8,9 @@ a separate precision-recall curve thinned to --curve-points points.
 
 from __future__ import annotations
 
+import numeric_env  # noqa: F401  (first: pins the numeric code paths before numpy loads)
+
+# isort: split
 import argparse
 
 import numpy as np

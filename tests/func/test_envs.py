@@ -365,3 +365,39 @@ def test_requirements_file_must_exist(tmp_path):
     r = run_cli(root, "status")
     assert r.returncode == 2
     assert "reprobuild.yaml:1" in r.stderr and "requirements.lock' does not exist" in r.stderr
+
+
+def test_environment_from_a_pyproject_and_uv_lock_pair(tmp_path, wheels):
+    root = tmp_path / "w"
+    write_tree(
+        root,
+        {
+            "envproj/pyproject.toml": f"""\
+                [project]
+                name = "stage-env"
+                version = "0"
+                requires-python = ">=3.11"
+                dependencies = ["tinydep==1.0"]
+
+                [tool.uv]
+                no-index = true
+                find-links = ["{wheels}"]
+                """,
+            "reprobuild.yaml": """\
+                stages:
+                  a:
+                    cmd: python -c "import sys, tinydep; print(sys.prefix, tinydep.__version__)" > a.txt
+                    outs: [a.txt]
+                    env: {requirements: envproj/uv.lock}
+                """,
+        },
+    )
+    subprocess.run([uv(), "lock", "-q"], cwd=root / "envproj", check=True)
+    git(root, "init", "-q")
+    r = run_cli(root, "build")
+    assert r.returncode == 0, r.stderr
+    prefix, version = (root / "a.txt").read_text().split()
+    assert Path(prefix).parent == root / "cache" / "envs" and version == "1.0"
+    lock = (root / "reprobuild.lock").read_text()
+    assert "packages: {tinydep: '1.0'}" in lock  # the project itself is not installed
+    assert "envproj/pyproject.toml:" in lock and "envproj/uv.lock:" in lock

@@ -14,7 +14,7 @@ requirements) and the closures computed from it are kept in
 `cache/packages.json`:
 
     {"schema": 1, "interpreters": {SYS_EXECUTABLE: {
-        "stamp": [[PATH, MTIME_NS], ...],        # every sys.path folder
+        "stamp": [[PATH, MTIME_NS], ...],        # every sys.path folder but the current one
         "dists": {NAME: [VERSION, [REQUIREMENT, ...]]},
         "closures": {"a,b": {NAME: VERSION}, ...},
         "via": {"a,b": {NAME: [LISTED, ...]}}}}}
@@ -46,11 +46,18 @@ def normalise(name: str) -> str:
     return _NORMALISE.sub("-", name).lower()
 
 
+def _search_path() -> list[str]:
+    """sys.path without the current folder: installed packages, not a workspace that happens
+    to hold an `*.egg-info` (and whose mtime changes whenever a stage writes there)."""
+    cwd = os.getcwd()
+    return [e for e in sys.path if e and os.path.abspath(e) != cwd]
+
+
 def _stamp() -> list:
     stamp = []
-    for entry in sys.path:
+    for entry in _search_path():
         try:
-            stamp.append([entry, os.stat(entry or ".").st_mtime_ns])
+            stamp.append([entry, os.stat(entry).st_mtime_ns])
         except OSError:
             continue
     return stamp
@@ -167,7 +174,8 @@ def _read_dists() -> dict:
     from importlib import metadata
 
     dists: dict = {}
-    for dist in metadata.distributions():  # sys.path order: the first one is the one imported
+    # sys.path order: the first one found is the one imported
+    for dist in metadata.distributions(path=_search_path()):
         try:
             name = normalise(dist.metadata["Name"])
         except (KeyError, TypeError):

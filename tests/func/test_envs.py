@@ -401,3 +401,25 @@ def test_environment_from_a_pyproject_and_uv_lock_pair(tmp_path, wheels):
     lock = (root / "reprobuild.lock").read_text()
     assert "packages: {tinydep: '1.0'}" in lock  # the project itself is not installed
     assert "envproj/pyproject.toml:" in lock and "envproj/uv.lock:" in lock
+
+
+def test_alarm_against_a_remotes_run_record_with_pull(tmp_path, capsys):
+    pytest.importorskip("fsspec")
+    from tests.conftest import Workspace
+
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    first = Workspace(tmp_path / "first", capsys)
+    first.root.mkdir()
+    git(first.root, "init", "-q")
+    first.write(ALARM_PIPELINE)
+    assert build(first, "Haswell").code == 0
+    assert first.run("push", "--remote", str(remote)).code == 0
+
+    second = Workspace(tmp_path / "second", capsys)  # another machine: its own cache
+    second.root.mkdir()
+    git(second.root, "init", "-q")
+    second.write(ALARM_PIPELINE)
+    r = build(second, "Zen", "--force", "--pull", "--remote", str(remote))
+    assert r.code == 0 and "earlier result: remote run record" in r.err, r.err
+    assert "machine: OPENBLAS_CORETYPE: Haswell -> Zen" in r.err  # the remote record's profile

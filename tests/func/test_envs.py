@@ -316,6 +316,9 @@ def test_uv_environment_made_once_for_two_stages_and_two_workspaces(tmp_path, wh
     assert "requirements: {requirements.lock:" in lock
     assert (b / "reprobuild.lock").read_text() == lock
 
+    v = run_cli(a, "verify", "--cache-dir", str(cache))  # re-runs aside, in the same environment
+    assert v.returncode == 0 and "2 of 2 stages reproducible" in v.stdout, v.stdout + v.stderr
+
     # gc keeps what a kept lockfile refers to
     gc = run_cli(a, "gc", "--cache-dir", str(cache))
     assert gc.returncode == 0 and env.is_dir()
@@ -423,3 +426,21 @@ def test_alarm_against_a_remotes_run_record_with_pull(tmp_path, capsys):
     r = build(second, "Zen", "--force", "--pull", "--remote", str(remote))
     assert r.code == 0 and "earlier result: remote run record" in r.err, r.err
     assert "machine: OPENBLAS_CORETYPE: Haswell -> Zen" in r.err  # the remote record's profile
+
+
+def test_always_run_stages_raise_no_alarm(ws):
+    """They declare that their result depends on more than their key (a clock, here)."""
+    ws.write(
+        {
+            "reprobuild.yaml": """\
+                stages:
+                  stamp:
+                    cmd: python -c "import time; print(time.time_ns())" > now.txt
+                    outs: [now.txt]
+                    always_run: true
+                """
+        }
+    )
+    assert ws.run("build").code == 0
+    r = ws.run("build", "--strict")
+    assert r.code == 0 and "different bytes" not in r.err

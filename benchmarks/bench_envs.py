@@ -55,7 +55,12 @@ def bench_noop(n: int, packages: list[str], source: str | None) -> list[tuple[st
             capture_output=True,
             text=True,
         ).stdout.strip()
-    return [(f"no-op build, {n} stages, packages {','.join(packages)}", f"{noop * 1000:.0f} ms  ({which})")]
+    return [
+        (
+            f"no-op build, {n} stages, packages {','.join(packages)}",
+            f"{noop * 1000:.0f} ms  ({which})",
+        )
+    ]
 
 
 def bench_uv_env() -> list[tuple[str, str]]:

@@ -14,9 +14,14 @@ Layout (shared with remotes):
 Run record (JSON, one per successful run or commit):
 
     {"schema": 1, "key": KEY, "stage": NAME,
-     "outs": {PATH: {"hash": H, "size": N[, "nfiles": N]}}}
+     "outs": {PATH: {"hash": H, "size": N[, "nfiles": N]}}[,
+     "profile": {...}]}
 
-PATH is relative to the pipeline folder (folders end in '/'). A record is
+PATH is relative to the pipeline folder (folders end in '/'). `profile` is
+the machine profile of the run (machine.py: CPU, SIMD, BLAS, numeric
+variables); records written by `commit`, by older versions or pulled from a
+remote may lack it. It is what tells two machines apart when one key gave
+two results (alarm.py). A record is
 only used when every object it names is present; a record that does not
 parse, or names a path outside the pipeline's workspace, is ignored.
 
@@ -305,13 +310,25 @@ class Cache:
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 
-    def write_run(self, key: str, stage: str, outs: dict[str, Meta]) -> None:
+    def read_run_profile(self, key: str) -> dict | None:
+        """The machine profile a run record holds, if any."""
+        try:
+            profile = json.loads(self.run_path(key).read_bytes()).get("profile")
+            return profile if isinstance(profile, dict) else None
+        except (OSError, ValueError, AttributeError):
+            return None
+
+    def write_run(
+        self, key: str, stage: str, outs: dict[str, Meta], profile: dict | None = None
+    ) -> None:
         record = {
             "schema": RUN_SCHEMA,
             "key": key,
             "stage": stage,
             "outs": {p: m.to_lock() for p, m in sorted(outs.items())},
         }
+        if profile:
+            record["profile"] = profile
         target = self.run_path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)

@@ -34,6 +34,7 @@ class State:
     env: dict
     outs_declared: list[str]
     unknown: list[str] = field(default_factory=list)  # inputs an upstream stage will (re)make
+    env_via: dict = field(default_factory=dict)  # package -> listed packages that require it
 
     @property
     def key(self) -> str | None:
@@ -87,9 +88,10 @@ def lock_path(path: str, meta: Meta | None) -> str:
 class Prober:
     """Computes stages' current State from the workspace (through the stat cache)."""
 
-    def __init__(self, base: str, hasher: hashing.Hasher):
+    def __init__(self, base: str, hasher: hashing.Hasher, installed=None):
         self.base = base
         self.hasher = hasher
+        self.installed = installed  # packages.Installed: package closures, cached on disk
         self._env_cache: dict = {}
 
     def abspath(self, rel: str) -> str:
@@ -118,16 +120,20 @@ class Prober:
                 groups[group][lock_path(dep.path, meta)] = meta
         env_key = stage.env
         if env_key not in self._env_cache:
-            self._env_cache[env_key] = environment.fingerprint(stage.env, self._env_file_hash)
+            self._env_cache[env_key] = environment.fingerprint(
+                stage.env, self._env_file_hash, self.installed, self.base
+            )
+        env, via = self._env_cache[env_key]
         return State(
             cmd=stage.cmd_text,
             wdir=stage.wdir,
             code=dict(sorted(groups["code"].items())),
             deps=dict(sorted(groups["deps"].items())),
             params=stage.params,
-            env=self._env_cache[env_key],
+            env=env,
             outs_declared=sorted(o.path for o in stage.outs),
             unknown=unknown,
+            env_via=via,
         )
 
     def _env_file_hash(self, rel: str) -> str | None:
@@ -173,7 +179,10 @@ def input_reasons(stage: Stage, entry: dict | None, state: State, upstream: list
         a, b = old_params.get(k, "(none)"), state.params.get(k, "(none)")
         if _canonical(a) != _canonical(b):  # as the key sees them: NaN == NaN, {1: x} == {"1": x}
             reasons.append(f"param changed: {k} {_show(a)} -> {_show(b)}")
-    reasons += [f"env changed: {c}" for c in environment.changes(entry.get("env") or {}, state.env)]
+    reasons += [
+        f"env changed: {c}"
+        for c in environment.changes(entry.get("env") or {}, state.env, state.env_via)
+    ]
     reasons += [f"upstream: {name}" for name in upstream]
     if not reasons and entry.get("key") != state.key and not state.unknown:
         reasons.append("key changed (outs or reprobuild version)")

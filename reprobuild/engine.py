@@ -14,6 +14,7 @@ from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import alarm as alarm_mod
 from . import decision as dmod
 from . import gitignore, sources
 from .cache import CorruptObject, MissingObject
@@ -44,6 +45,7 @@ class BuildOptions:
     # claim(key) -> release(): waits while another build runs that key (experiments.KeyLocks);
     # the stage is decided again once claimed, so a result made meanwhile is restored
     claim: object = None
+    strict: bool = False  # same key, different bytes fails the stage (alarm.py)
 
 
 @dataclass
@@ -54,6 +56,7 @@ class Summary:
     failed: dict[str, str] = field(default_factory=dict)
     blocked: list[str] = field(default_factory=list)
     interrupted: bool = False
+    alarms: list = field(default_factory=list)  # alarm.Alarm: same key, different bytes
 
     @property
     def ok(self) -> bool:
@@ -259,6 +262,7 @@ class Builder:
             executor.shutdown()
             for release in self.claims.values():
                 release()
+        alarm_mod.prune(self.p.ws.state_dir, self.entries)
         self.reporter.build_finished(self.summary)
         return self.summary
 
@@ -374,10 +378,18 @@ class Builder:
             outs=tuple(OutSpec(self.p.prober.abspath(o.path), o.cache) for o in stage.outs),
             cache_root=str(self.p.cache.root),
             link=self.p.cache.link,
+            env=self._env_request(stage),
         )
         self.reporter.stage_started(d)
         running[executor.submit(job)] = (d, job)
         return None
+
+    def _env_request(self, stage):
+        if not stage.env.requirements:
+            return None
+        from .envs import request
+
+        return request(stage.env.requirements, str(self.p.ws.dir), str(self.p.cache.root))
 
     def _fail(self, name, message, log_tail="") -> bool:
         self.summary.failed[name] = message
@@ -452,6 +464,9 @@ class Builder:
         except Exception as exc:  # the executor failed, not the command (e.g. a Dask worker died)
             self._fail(name, f"could not run: {type(exc).__name__}: {exc}", _tail(job.log_path))
             return False
+        if result.error:
+            self._fail(name, result.error, _tail(job.log_path))
+            return False
         if result.returncode != 0:
             if self.summary.interrupted:
                 self._fail(name, "interrupted")
@@ -483,15 +498,33 @@ class Builder:
         for out in stage.outs:
             meta = result.outs[self.p.prober.abspath(out.path)]
             outs[dmod.lock_path(out.path, meta)] = meta
-        self._record(d, outs, write_run=all(o.cache for o in stage.outs))
+        alarm = alarm_mod.check(
+            stage,
+            d.state.key,
+            outs,
+            self.entries.get(name),
+            self.p.cache,
+            self.remote,
+            result.profile,
+        )
+        if alarm is not None:
+            alarm_mod.keep(self.p.ws.state_dir, alarm)
+            self.summary.alarms.append(alarm)
+            self.reporter.stage_nondeterministic(alarm)
+            if self.opts.strict:
+                self._fail(name, "nondeterministic (--strict): " + alarm.summary())
+                return False
+        self._record(d, outs, write_run=all(o.cache for o in stage.outs), profile=result.profile)
         self.summary.ran.append(name)
         self.reporter.stage_finished(d, result.seconds)
         return True
 
-    def _record(self, d: Decision, outs: dict[str, Meta], write_run: bool) -> None:
+    def _record(
+        self, d: Decision, outs: dict[str, Meta], write_run: bool, profile: dict | None = None
+    ) -> None:
         entry = d.state.lock_entry(dict(sorted(outs.items())))
         if write_run:
-            self.p.cache.write_run(d.state.key, d.stage, outs)
+            self.p.cache.write_run(d.state.key, d.stage, outs, profile)
         self.entries[d.stage] = entry
         self.writer.update(d.stage, entry)
 

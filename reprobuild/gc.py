@@ -5,6 +5,9 @@ Kept lockfiles: every `NAME.lock` beside a `NAME.yaml` in the workspace
 that share one cache keep each other's objects), the experiments' versions of
 them (`refs/reprobuild/exps/`), and with `all_commits` every version of them
 in git history. The caller holds the cache's exclusive lock
+
+Environments (`cache/envs/`, envs.py) go too when no kept lock entry names
+their lock files' hashes.
 (cache.py), so no build, in this workspace or another sharing the cache, has
 objects in flight that no lockfile names yet.
 """
@@ -18,6 +21,7 @@ from pathlib import Path
 from . import gitrev, lockfile
 from .cache import Cache, CorruptObject, MissingObject
 from .errors import CacheError, GitError
+from .fsutil import remove_path
 from .workspace import STATE_DIR
 
 
@@ -27,6 +31,7 @@ class GcResult:
     runs: list[str] = field(default_factory=list)
     bytes: int = 0
     lockfiles: int = 0
+    envs: list[str] = field(default_factory=list)  # uv-built environments (envs.py)
 
 
 def workspace_lockfiles(root: Path, cache_root: Path) -> list[Path]:
@@ -133,6 +138,13 @@ def collect(cache: Cache, root: Path, all_commits: bool = False, dry_run: bool =
         result.runs.append(key)
         if not dry_run:
             path.unlink()
+    from .envs import unreferenced
+
+    for path in unreferenced(cache.root, entries):
+        if path.is_dir():  # else the lock file of a removed environment
+            result.envs.append(path.name)
+        if not dry_run:
+            remove_path(path)
     if not dry_run:
         cache.sweep_tmp()
     return result

@@ -46,13 +46,14 @@ STAGE_FIELDS = {
     "plots",
 }
 EXPAND_FIELDS = {"foreach", "matrix", "do"}
-ENV_FIELDS = {"python", "platform", "packages", "vars", "files"}
+ENV_FIELDS = {"python", "platform", "packages", "vars", "files", "requirements"}
 OUT_FLAGS = {"cache", "persist"}
 PLOT_FIELDS = {"x", "y", "title", "template"}
 PLOT_TEMPLATES = ("line", "scatter", "bar", "confusion")
 PLOT_DATA_SUFFIXES = (".json", ".csv", ".tsv", ".yaml", ".yml")
 PLOT_IMAGE_SUFFIXES = (".png", ".svg")
 LINK_MODES = ("copy", "hardlink", "symlink")
+ALL_PACKAGES = ":all:"  # `packages: all` (packages.ALL)
 _STAGE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@+=-]*$")
 
 
@@ -101,9 +102,10 @@ class Plot:
 class EnvSpec:
     python: bool = True
     platform: bool = True
-    packages: tuple[str, ...] = ()
+    packages: tuple[str, ...] = ()  # each with its requirements; (":all:",) for `all`
     vars: tuple[str, ...] = ()
     files: tuple[str, ...] = ()  # relative to the pipeline folder
+    requirements: str | None = None  # a lock file: the stage runs in a uv-built environment
 
 
 @dataclass(frozen=True)
@@ -665,12 +667,34 @@ class Loader:
             fields[flag] = value
         for name in ("packages", "vars", "files"):
             value = node.get(name, [])
+            if name == "packages" and (value == "all" or ALL_PACKAGES in getattr(base, name)):
+                fields[name] = (ALL_PACKAGES,)
+                continue
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise self.error(f"`env.{name}` must be a list of names", node, name, stage)
             if name == "files":
                 value = [self.check_path(v, ".", value, i, stage) for i, v in enumerate(value)]
             fields[name] = tuple(sorted(set(getattr(base, name)) | set(value)))
+        fields["requirements"] = self.requirements(node, base.requirements, stage)
         return EnvSpec(**fields)
+
+    def requirements(self, node, inherited: str | None, stage) -> str | None:
+        """`requirements: FILE`: a pinned requirements file, or uv.lock / pyproject.toml
+        (then both, side by side). Checked here so a typo fails before anything runs."""
+        value = node.get("requirements", inherited)
+        if value is None or value == inherited:
+            return value
+        if not isinstance(value, str) or not value:
+            raise self.error("`env.requirements` must be a file name", node, "requirements", stage)
+        path = self.check_path(value, ".", node, "requirements", stage)
+        from .envs import lock_files
+
+        for rel in lock_files(path):
+            if not (self.ws.dir / rel).is_file():
+                raise self.error(
+                    f"env.requirements: '{rel}' does not exist", node, "requirements", stage
+                )
+        return path
 
 
 def _overlap(a: str, b: str) -> bool:

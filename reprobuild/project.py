@@ -15,6 +15,7 @@ from .cache import Cache
 from .decision import Prober
 from .graph import OutIndex
 from .hashing import Hasher, StatCache
+from .packages import Installed
 from .workspace import Workspace, cache_dir, open_workspace
 
 
@@ -41,9 +42,9 @@ class Project:
         g = graph_mod.build(pipe, str(ws.dir), check_missing)
         cache = Cache(cache_dir(ws, pipe.cache, cache_opt), link=pipe.link)
         hasher = Hasher(StatCache(cache.stat_cache_path()))
-        return cls(
-            ws, pipe, g, cache, hasher, Prober(str(ws.dir), hasher), OutIndex.build(pipe.stages)
-        )
+        installed = Installed(cache.root / "packages.json")
+        prober = Prober(str(ws.dir), hasher, installed)
+        return cls(ws, pipe, g, cache, hasher, prober, OutIndex.build(pipe.stages))
 
     def reload(self) -> None:
         """Read the pipeline file again (after reprobuild itself edited it)."""
@@ -102,3 +103,5 @@ class Project:
     def save_stats(self) -> None:
         if self.cache.root.is_dir():
             self.hasher.stats.save()
+            if self.prober.installed is not None:
+                self.prober.installed.save()

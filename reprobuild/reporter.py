@@ -22,6 +22,7 @@ class Reporter:
     def stage_finished(self, decision, seconds: float) -> None: ...
     def stage_failed(self, stage: str, message: str, log_tail: str = "") -> None: ...
     def stage_blocked(self, stage: str, failed_upstream: str) -> None: ...
+    def stage_nondeterministic(self, alarm) -> None: ...  # alarm.Alarm: same key, other bytes
     def build_finished(self, summary) -> None: ...
 
 
@@ -63,6 +64,9 @@ class RecordingReporter(Reporter):
 
     def stage_blocked(self, stage, failed_upstream):
         self._add("blocked", stage, failed_upstream)
+
+    def stage_nondeterministic(self, alarm):
+        self._add("nondeterministic", alarm.stage, alarm)
 
     def names(self, event: str) -> list[str]:
         return [e[1] for e in self.events if e[0] == event]

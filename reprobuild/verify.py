@@ -5,7 +5,8 @@ as the lockfile pins them (code, deps, params files), laid out at the same
 paths relative to the workspace root. Inputs come from the workspace when
 their hash still matches the lock, else from the cache; when neither has
 them the stage cannot be verified and says why. The workspace, the lockfile
-and the cache are never written. Every out is compared with its locked hash;
+and the cache are never written (except that a stage's uv-built environment,
+envs.py, is created when missing). Every out is compared with its locked hash;
 a mismatch names the out, the sizes, the first differing byte and, for text,
 a short diff against the locked bytes (when the cache still has them).
 """
@@ -92,10 +93,20 @@ def _verify_stage(project: Project, name: str, entry: dict, scratch: str) -> Sta
         os.makedirs(os.path.dirname(os.path.join(base, out.path)), exist_ok=True)
     cwd = os.path.normpath(os.path.join(base, stage.wdir))
     os.makedirs(cwd, exist_ok=True)
+    environ = None
+    if stage.env.requirements:  # the same uv-built environment as the build (made if missing)
+        from . import envs
+
+        req = envs.request(stage.env.requirements, str(project.ws.dir), str(project.cache.root))
+        try:
+            environ = envs.activate(envs.ensure(req))
+        except envs.EnvError as exc:
+            return StageVerdict(name, "failed", str(exc))
     for cmd in stage.cmd:
         proc = subprocess.run(
             ["sh", "-c", cmd],
             cwd=cwd,
+            env=environ,
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,

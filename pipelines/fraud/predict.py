@@ -17,6 +17,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE / "stages"))
 
+import numeric_env  # noqa: E402, F401  (first: pins the numeric code paths before numpy loads)
+
+# isort: split
 import polars as pl  # noqa: E402
 from common import ID, load_pickle, read_json, read_table, transform  # noqa: E402
 

@@ -33,6 +33,7 @@ class ConsoleReporter(Reporter):
         self.quiet = quiet
         self.prefix_output = prefix_output
         self.tails: dict[str, str] = {}
+        self.alarms: list = []
 
     def say(self, text: str) -> None:
         if not self.quiet:
@@ -97,7 +98,11 @@ class ConsoleReporter(Reporter):
             f"[red]{'not run':>10}[/] {escape(stage)} [dim](upstream '{escape(failed_upstream)}' failed)[/]"
         )
 
+    def stage_nondeterministic(self, alarm):
+        self.alarms.append(alarm)  # shown at the end, where it cannot scroll away
+
     def build_finished(self, s):
+        show_alarms(self.err, self.alarms)
         for stage, tail in self.tails.items():
             self.err.print(
                 f"[dim]--- last lines of {escape(stage)}'s log "
@@ -116,6 +121,28 @@ class ConsoleReporter(Reporter):
         if s.interrupted:
             parts.append("interrupted")
         self.say(", ".join(parts) if parts else "nothing to build")
+
+
+def show_alarms(console: Console, alarms: list, heading: str | None = None) -> None:
+    """Stages whose same key gave different bytes: each out, old -> new, and what differs."""
+    if not alarms:
+        return
+    console.print(
+        "[yellow]warning:[/] "
+        + escape(
+            heading
+            or f"{len(alarms)} stage(s) gave different bytes for a key built before "
+            "(not reproducible across runs or machines):"
+        )
+    )
+    for a in alarms:
+        console.print(
+            f"  [bold]{escape(a.stage)}[/] [dim](key {a.key[:12]}…, earlier result: {escape(a.earlier)})[/]"
+        )
+        for path, (old, new) in sorted(a.outs.items()):
+            console.print(f"    out {escape(path)}: {old} -> {new}")
+        for line in a.differences:
+            console.print(f"    machine: {escape(line)}")
 
 
 def is_terminal() -> bool:

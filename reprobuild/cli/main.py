@@ -103,6 +103,11 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--remote", metavar="URL", help="remote cache URL (overrides REPROBUILD_REMOTE and remote:)"
     )
+    b.add_argument(
+        "--strict",
+        action="store_true",
+        help="a stage that gives different bytes for a key built before fails (CI)",
+    )
 
     s = add("status", "every out-of-date stage and every reason")
     s.add_argument("targets", nargs="*", metavar="TARGET")
@@ -256,6 +261,7 @@ def cmd_build(args) -> int:
         executor=executor,
         scheduler=scheduler,
         retries=retries,
+        strict=args.strict,
     )
     summary = build(project, opts, _reporter(args, args.jobs))
     if summary.interrupted:
@@ -298,17 +304,19 @@ def cmd_status(args) -> int:
     decisions = plan(project, names, entries, sources_known=sources.known_contents(checked))
     project.save_stats()
     stale = [d for d in decisions if d.stale]
+    unreproducible = _known_unreproducible(project, entries, decisions)
     if args.json:
         doc = {
             "sources": {s.path: s.reason for s in source_states},
             "stages": {d.stage: {"fate": d.fate, "reasons": d.reasons} for d in decisions},
             "stale": [d.stage for d in stale],
+            "unreproducible": {a.stage: a.to_json() for a in unreproducible},
         }
         if problem:
             doc["warning"] = problem
         print(json.dumps(doc, indent=2))
     elif not args.quiet:
-        from .console import ConsoleReporter, make_console
+        from .console import ConsoleReporter, make_console, show_alarms
 
         reporter = ConsoleReporter(make_console())
         if problem:
@@ -324,6 +332,7 @@ def cmd_status(args) -> int:
                 f"hint: '{path}' is read but neither made by a stage nor tracked: "
                 f"`reprobuild add {path}` versions it"
             )
+        show_alarms(reporter.c, unreproducible, _UNREPRODUCIBLE)
     return EXIT_FAILED if args.check and (stale or source_states) else EXIT_OK
 
 
@@ -335,6 +344,18 @@ def _untracked_inputs(project, names) -> list[str]:
             if not project.outs.related(dep.path) and project.pipeline.source_of(dep.path) is None:
                 found.append(dep.path)
     return sorted(set(found))
+
+
+_UNREPRODUCIBLE = (
+    "known unreproducible: the locked key once gave other bytes (alarms of earlier builds):"
+)
+
+
+def _known_unreproducible(project, entries, decisions) -> list:
+    from .. import alarm
+
+    names = {d.stage for d in decisions}
+    return [a for a in alarm.current(project.ws.state_dir, entries) if a.stage in names]
 
 
 def cmd_checkout(args) -> int:
@@ -432,9 +453,12 @@ def cmd_gc(args) -> int:
                 print(f"{verb} object {name}")
             for key in result.runs:
                 print(f"{verb} run record {key}")
+            for name in result.envs:
+                print(f"{verb} environment {name}")
         print(
             f"{verb} {len(result.objects)} objects ({result.bytes:,} bytes) and {len(result.runs)} run records; "
             f"kept what {result.lockfiles} lockfile version(s) name"
+            + (f"; {verb} {len(result.envs)} environment(s)" if result.envs else "")
         )
     return EXIT_OK
 
@@ -467,6 +491,11 @@ def cmd_verify(args) -> int:
     bad = sum(v.status != "reproducible" for v in verdicts)
     if not quiet:
         print(f"{len(verdicts) - bad} of {len(verdicts)} stages reproducible")
+        from .. import alarm
+        from .console import make_console, show_alarms
+
+        known = [a for a in alarm.current(project.ws.state_dir, entries) if a.stage in names]
+        show_alarms(make_console(), known, _UNREPRODUCIBLE)
     return EXIT_FAILED if bad else EXIT_OK
 
 

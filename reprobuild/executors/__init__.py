@@ -6,6 +6,9 @@ JobResult. Whatever the executor, the work is `run_job`: run the commands
 to its log file), check that every declared out exists, then hash the outs
 and store them in the cache, so that hashing a large output happens where it
 was made (a Dask worker, or a local thread in parallel with other stages).
+A stage with a hermetic environment (envs.py) first finds or builds it there,
+and runs with it first on PATH; the machine profile (machine.py) is taken
+there too, since it describes the machine that ran the stage.
 The coordinator (engine.py) alone writes run records and the lockfile.
 """
 
@@ -36,6 +39,7 @@ class Job:
     outs: tuple[OutSpec, ...] = ()
     cache_root: str = ""
     link: str = "copy"
+    env: object = None  # envs.EnvRequest: run in that uv-built environment
 
 
 @dataclass(frozen=True)
@@ -46,30 +50,49 @@ class JobResult:
     missing_out: str | None = None
     outs: dict = field(default_factory=dict)  # absolute path -> Meta
     stats: list = field(default_factory=list)  # stat-cache entries learnt while storing
+    error: str | None = None  # the stage could not start (its environment could not be built)
+    profile: dict | None = None  # machine.profile() of where it ran
 
 
 def run_job(job: Job, on_line=None, started=None, should_stop=None) -> JobResult:
     """Run, check and store one stage. `started(proc)` lets the caller terminate it."""
     start = time.monotonic()
     os.makedirs(os.path.dirname(job.log_path), exist_ok=True)
+    environ = None
     with open(job.log_path, "wb") as log:
+        if job.env is not None:
+            from .. import envs
+
+            def say(line: str) -> None:
+                log.write(line.encode() + b"\n")
+                log.flush()
+                if on_line:
+                    on_line(job.stage, line)
+
+            try:
+                environ = envs.activate(envs.ensure(job.env, say))
+            except envs.EnvError as exc:
+                return JobResult(1, time.monotonic() - start, error=str(exc))
         for cmd in job.cmds:
             if should_stop and should_stop():
                 return JobResult(130, time.monotonic() - start, cmd)
-            code = _run_one(job, cmd, log, on_line, started)
+            code = _run_one(job, cmd, log, on_line, started, environ)
             if code != 0:
                 return JobResult(code, time.monotonic() - start, cmd)
     for out in job.outs:
         if not os.path.lexists(out.path):
             return JobResult(0, time.monotonic() - start, missing_out=out.path)
     outs, stats = _store(job)
-    return JobResult(0, time.monotonic() - start, outs=outs, stats=stats)
+    from ..machine import profile
+
+    return JobResult(0, time.monotonic() - start, outs=outs, stats=stats, profile=profile(environ))
 
 
-def _run_one(job: Job, cmd: str, log, on_line, started) -> int:
+def _run_one(job: Job, cmd: str, log, on_line, started, environ=None) -> int:
     proc = subprocess.Popen(
         ["sh", "-c", cmd],
         cwd=job.cwd,
+        env=environ,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

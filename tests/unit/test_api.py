@@ -6,8 +6,9 @@ import sys
 
 import reprobuild
 
+# packaging parses requirements only when the package closure cache is cold
 HEAVY = re.compile(
-    r"\b(polars|sklearn|dask|distributed|fsspec|s3fs|pandas|numpy"
+    r"\b(polars|sklearn|dask|distributed|fsspec|s3fs|pandas|numpy|packaging|threadpoolctl|uv"
     r"|altair|vl_convert|jsonschema|narwhals|jinja2)\b"  # the plots extra and its dependencies
 )
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -136,9 +137,19 @@ def single_thread() -> None:
     and HistGradientBoosting's pickle (which records its thread count) is the
     same on a laptop and on a 64-core worker. Call after importing sklearn.
     """
-    from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_info, threadpool_limits
 
     threadpool_limits(limits=1)
+    # numeric_env pinned the OpenBLAS kernel; another BLAS (MKL, Accelerate)
+    # ignores it and may give other last bits: say so in the stage's log.
+    for lib in threadpool_info():
+        if lib["user_api"] == "blas" and lib.get("architecture") != "Prescott":
+            print(
+                f"warning: BLAS {lib['internal_api']} {lib.get('version')} "
+                f"({lib.get('architecture')}) is not OpenBLAS pinned to Prescott: "
+                "results may differ from other machines'",
+                file=sys.stderr,
+            )
 
 
 # --- cleaning and features -------------------------------------------------

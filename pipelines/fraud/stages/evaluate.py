@@ -9,6 +9,9 @@ confusion matrix again as records (actual, predicted, count) for plotting.
 
 from __future__ import annotations
 
+import numeric_env  # noqa: F401  (first: pins the numeric code paths before numpy loads)
+
+# isort: split
 import argparse
 
 import numpy as np

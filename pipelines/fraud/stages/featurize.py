@@ -10,6 +10,9 @@ exactly as the model saw its training data.
 
 from __future__ import annotations
 
+import numeric_env  # noqa: F401  (first: pins the numeric code paths before numpy loads)
+
+# isort: split
 import argparse
 from pathlib import Path
 

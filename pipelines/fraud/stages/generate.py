@@ -10,6 +10,9 @@ forms. Same arguments, same bytes.
 
 from __future__ import annotations
 
+import numeric_env  # noqa: F401  (first: pins the numeric code paths before numpy loads)
+
+# isort: split
 import argparse
 
 import numpy as np

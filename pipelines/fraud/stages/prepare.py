@@ -12,6 +12,9 @@ keeps them in the transformer so new claims are cleaned the same way.
 
 from __future__ import annotations
 
+import numeric_env  # noqa: F401  (first: pins the numeric code paths before numpy loads)
+
+# isort: split
 import argparse
 from pathlib import Path
 

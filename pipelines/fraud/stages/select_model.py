@@ -14,6 +14,9 @@ module from everything the script imports.)
 
 from __future__ import annotations
 
+import numeric_env  # noqa: F401  (first: pins the numeric code paths before numpy loads)
+
+# isort: split
 import argparse
 import shutil
 from pathlib import Path

@@ -12,6 +12,9 @@ is written beside it as JSON.
 
 from __future__ import annotations
 
+import numeric_env  # noqa: F401  (first: pins the numeric code paths before numpy loads)
+
+# isort: split
 import argparse
 
 from common import read_parquet, save_pickle, single_thread, write_json, xy

@@ -1,0 +1,194 @@
+"""The machine profile: what can change floating-point results without changing a key.
+
+Kept in each run record (cache.py), never in the lockfile, which must stay
+machine-independent. Taken where the stage ran (a Dask worker too), once per
+process for each interpreter and set of numeric variables:
+
+    {"cpu": "AMD EPYC 9B45", "machine": "x86_64", "cpus": 2,
+     "simd": ["avx", "avx2", "avx512f", "fma", ...],        # from /proc/cpuinfo
+     "numpy": "2.4.6", "numpy_simd": ["X86_V2", "X86_V3", ...],  # what NumPy dispatches to
+     "libraries": [{"api": "openblas", "version": "0.3.31", "architecture": "Haswell",
+                    "threading": "pthreads", "threads": 2}],   # threadpoolctl
+     "vars": {"OPENBLAS_CORETYPE": "Haswell", ...}}            # numeric variables that are set
+
+NumPy and the BLAS/OpenMP libraries are read in the stage's interpreter (the
+first `python` on the stage's PATH: a hermetic environment's, else the one
+the shell finds), by a short probe that imports numpy and threadpoolctl when
+they are importable there; it costs ~0.2 s, once per build, and only when a
+stage runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from functools import cache
+
+# Variables that change what numeric libraries compute (kernels, threads, dispatch).
+NUMERIC_VARS = (
+    "OPENBLAS_CORETYPE",
+    "OPENBLAS_NUM_THREADS",
+    "OPENBLAS_L2_SIZE",
+    "GOTO_NUM_THREADS",
+    "OMP_NUM_THREADS",
+    "OMP_DYNAMIC",
+    "MKL_CBWR",
+    "MKL_NUM_THREADS",
+    "MKL_ENABLE_INSTRUCTIONS",
+    "MKL_DEBUG_CPU_TYPE",
+    "BLIS_ARCH_TYPE",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "NPY_DISABLE_CPU_FEATURES",
+    "NPY_ENABLE_CPU_FEATURES",
+    "GLIBC_TUNABLES",
+    "POLARS_MAX_THREADS",
+    "PYTHONHASHSEED",
+    "CUBLAS_WORKSPACE_CONFIG",
+    "TF_DETERMINISTIC_OPS",
+)
+_SIMD_PREFIXES = ("sse", "ssse3", "pni", "avx", "fma", "f16c", "amx", "neon", "asimd", "sve")
+
+PROBE = r"""
+import json
+out = {}
+try:
+    import numpy
+    out["numpy"] = numpy.__version__
+    try:
+        from numpy._core import _multiarray_umath as m
+    except ImportError:
+        from numpy.core import _multiarray_umath as m
+    feats = m.__cpu_features__
+    out["numpy_simd"] = list(m.__cpu_baseline__) + [f for f in m.__cpu_dispatch__ if feats.get(f)]
+except Exception:
+    pass
+try:
+    from threadpoolctl import threadpool_info
+    out["libraries"] = sorted(
+        (
+            {
+                "api": i.get("internal_api"),
+                "version": i.get("version"),
+                "architecture": i.get("architecture"),
+                "threading": i.get("threading_layer"),
+                "threads": i.get("num_threads"),
+            }
+            for i in threadpool_info()
+        ),
+        key=lambda d: json.dumps(d, sort_keys=True),
+    )
+except Exception:
+    pass
+print(json.dumps(out))
+"""
+
+
+@cache
+def cpu() -> tuple[str, tuple[str, ...]]:
+    """(CPU model, its SIMD features) from /proc/cpuinfo; platform's guess elsewhere."""
+    model, flags = "", ()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key in ("model name", "Model", "cpu model") and not model:
+                    model = value.strip()
+                elif key in ("flags", "Features") and not flags:
+                    flags = tuple(
+                        sorted(
+                            {
+                                f
+                                for f in value.split()
+                                if f.startswith(_SIMD_PREFIXES) or f in ("sha_ni", "gfni", "vaes")
+                            }
+                        )
+                    )
+                if model and flags:
+                    break
+    except OSError:
+        pass
+    return model or platform.processor() or "unknown", flags
+
+
+def stage_python(environ: dict | None) -> str:
+    """The interpreter a stage's `python` is: the first on its PATH."""
+    path = (environ or os.environ).get("PATH")
+    return shutil.which("python", path=path) or shutil.which("python3", path=path) or sys.executable
+
+
+def profile(environ: dict | None = None) -> dict:
+    """The profile of this machine, as the stage (run with `environ`) saw it."""
+    environ = os.environ if environ is None else environ
+    numeric = tuple((v, environ[v]) for v in NUMERIC_VARS if v in environ)
+    model, simd = cpu()
+    doc = {
+        "cpu": model,
+        "machine": platform.machine(),
+        "cpus": os.cpu_count() or 1,
+        "simd": list(simd),
+        **_libraries(stage_python(environ), numeric, environ.get("PATH", "")),
+        "vars": dict(numeric),
+    }
+    return doc
+
+
+@cache
+def _libraries(python: str, numeric: tuple, path: str) -> dict:
+    env = {**os.environ, **dict(numeric), "PATH": path}
+    for name in NUMERIC_VARS:
+        if name not in dict(numeric):
+            env.pop(name, None)
+    try:
+        proc = subprocess.run(
+            [python, "-c", PROBE],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+        return json.loads(proc.stdout) if proc.returncode == 0 else {}
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return {}
+
+
+def differences(old: dict | None, new: dict | None) -> list[str]:
+    """What differs between two profiles, one line each (`OPENBLAS_CORETYPE (unset) -> Haswell`)."""
+    if not old:
+        return ["the earlier run's machine profile is unknown (no run record of it here)"]
+    new = new or {}
+    lines = []
+    for field in ("cpu", "machine", "cpus", "numpy"):
+        if old.get(field) != new.get(field):
+            lines.append(f"{field}: {old.get(field)} -> {new.get(field)}")
+    for field in ("simd", "numpy_simd"):
+        a, b = set(old.get(field) or ()), set(new.get(field) or ())
+        if a != b:
+            change = [f"-{x}" for x in sorted(a - b)] + [f"+{x}" for x in sorted(b - a)]
+            lines.append(f"{field}: {' '.join(change)}")
+    libs_a = {lib.get("api"): lib for lib in old.get("libraries") or []}
+    libs_b = {lib.get("api"): lib for lib in new.get("libraries") or []}
+    for api in sorted(set(libs_a) | set(libs_b), key=str):
+        a, b = libs_a.get(api), libs_b.get(api)
+        if a is None or b is None:
+            lines.append(
+                f"{api}: {'(none)' if a is None else a.get('version')} -> "
+                f"{'(none)' if b is None else b.get('version')}"
+            )
+            continue
+        for key in ("version", "architecture", "threading", "threads"):
+            if a.get(key) != b.get(key):
+                lines.append(f"{api} {key}: {a.get(key)} -> {b.get(key)}")
+    va, vb = old.get("vars") or {}, new.get("vars") or {}
+    for name in sorted(set(va) | set(vb)):
+        if va.get(name) != vb.get(name):
+            lines.append(f"{name}: {va.get(name, '(unset)')} -> {vb.get(name, '(unset)')}")
+    return lines or [
+        "no difference in the machine profiles: same machine, so the stage itself is nondeterministic (time, randomness, threads)"
+    ]

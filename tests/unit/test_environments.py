@@ -1,0 +1,104 @@
+"""Package closures, lock-file pins and machine-profile differences, without I/O beyond tmp."""
+
+from __future__ import annotations
+
+import json
+
+from reprobuild import machine
+from reprobuild.envs import lock_files, pinned
+from reprobuild.packages import ALL, Installed
+
+DISTS = {
+    "app": ["1.0", ["lib>=1", 'extra-lib; extra == "fancy"', 'winonly; sys_platform == "win32"']],
+    "lib": ["2.0", ["base"]],
+    "base": ["3.0", []],
+    "extra-lib": ["0.1", []],
+    "other": ["9.0", ["base"]],
+}
+
+
+def closure(*names):
+    return Installed(None)._closure(DISTS, names)
+
+
+def test_closure_follows_requirements_with_markers_and_extras():
+    versions, via = closure("app")
+    assert versions == {"app": "1.0", "base": "3.0", "lib": "2.0"}  # sorted; no extra, no win32
+    assert via == {"base": ["app"], "lib": ["app"]}
+    versions, via = closure("app[fancy]")
+    assert versions["extra-lib"] == "0.1" and via["extra-lib"] == ["app"]
+
+
+def test_closure_names_every_listed_package_it_comes_via_and_missing_ones():
+    versions, via = closure("app", "other", "Not_There")
+    assert versions["not-there"] == "not installed"
+    assert via["base"] == ["app", "other"]
+    assert "other" not in via  # listed packages come via nobody
+
+
+def test_all_takes_every_distribution():
+    versions, via = closure(ALL)
+    assert list(versions) == sorted(DISTS) and via == {}
+
+
+def test_the_closure_cache_is_reused_until_sys_path_changes(tmp_path, monkeypatch):
+    cache = tmp_path / "packages.json"
+    (tmp_path / "tmp").mkdir()
+    calls = []
+    monkeypatch.setattr("reprobuild.packages._read_dists", lambda: calls.append(1) or DISTS)
+    one = Installed(cache)
+    assert one.versions(("app",))[0]["lib"] == "2.0"
+    one.save()
+    two = Installed(cache)
+    assert two.versions(("app",))[0]["lib"] == "2.0" and calls == [1]  # from the file
+    doc = json.loads(cache.read_text())
+    (mine,) = doc["interpreters"].values()
+    mine["stamp"][0][1] += 1  # a sys.path folder changed (a package was installed)
+    cache.write_text(json.dumps(doc))
+    Installed(cache).versions(("app",))
+    assert calls == [1, 1]
+
+
+def test_pins_from_a_requirements_file_and_a_uv_lock(tmp_path):
+    (tmp_path / "requirements.lock").write_text(
+        "# via uv pip compile\n--no-index\nNumPy==2.4.6 \\\n    --hash=sha256:abc\n"
+        "scikit_learn[extra]==1.9.1 ; python_version >= '3.10'\nloose>=1\n"
+    )
+    assert pinned(str(tmp_path), "requirements.lock") == {"numpy": "2.4.6", "scikit-learn": "1.9.1"}
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "uv.lock").write_text(
+        'version = 1\n[[package]]\nname = "me"\nversion = "0.1"\nsource = { virtual = "." }\n'
+        '[[package]]\nname = "Polars"\nversion = "2.1.0"\n'
+    )
+    assert pinned(str(tmp_path), "proj/pyproject.toml") == {"polars": "2.1.0"}
+    assert lock_files("proj/uv.lock") == ["proj/pyproject.toml", "proj/uv.lock"]
+
+
+def test_profile_differences_say_what_changed():
+    old = {
+        "cpu": "A",
+        "cpus": 2,
+        "simd": ["avx2", "avx512f"],
+        "libraries": [{"api": "openblas", "version": "0.3", "architecture": "SkylakeX"}],
+        "vars": {"OMP_NUM_THREADS": "1"},
+    }
+    new = {
+        "cpu": "A",
+        "cpus": 2,
+        "simd": ["avx2"],
+        "libraries": [{"api": "openblas", "version": "0.3", "architecture": "Haswell"}],
+        "vars": {"OPENBLAS_CORETYPE": "Haswell"},
+    }
+    assert machine.differences(old, new) == [
+        "simd: -avx512f",
+        "openblas architecture: SkylakeX -> Haswell",
+        "OMP_NUM_THREADS: 1 -> (unset)",
+        "OPENBLAS_CORETYPE: (unset) -> Haswell",
+    ]
+    assert "unknown" in machine.differences(None, new)[0]
+    assert "same machine" in machine.differences(new, new)[0]
+
+
+def test_profile_of_this_machine():
+    p = machine.profile({"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "3"})
+    assert p["vars"] == {"OMP_NUM_THREADS": "3"} and p["cpus"] >= 1 and p["cpu"]

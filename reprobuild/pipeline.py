@@ -149,15 +149,26 @@ class Pipeline:
         return None
 
 
-def load(ws: Workspace) -> Pipeline:
+def load(ws: Workspace, seen: Observed | None = None) -> Pipeline:
+    """`seen`, when given, collects what on disk the result depends on (plancache.py)."""
     display = ws.display(ws.pipeline_file)
     data = yamlio.load_file(ws.pipeline_file, display)
-    return Loader(ws, display).load(data)
+    return Loader(ws, display, seen).load(data)
+
+
+@dataclass
+class Observed:
+    """What loading looked at besides the pipeline and params files: the plan cache's key."""
+
+    code: set[str] = field(default_factory=set)  # absolute paths of code files read by codescan
+    probes: dict[str, bool] = field(default_factory=dict)  # "isfile:P" / "exists:P" -> answer
+    checked: set[str] = field(default_factory=set)  # absolute paths refused if via a symlink out
 
 
 class Loader:
-    def __init__(self, ws: Workspace, display: str):
+    def __init__(self, ws: Workspace, display: str, seen: Observed | None = None):
         self.ws = ws
+        self.seen = seen if seen is not None else Observed()
         self.file = display
         self.root = str(ws.root)
         self.real_root = os.path.realpath(ws.root)
@@ -282,7 +293,7 @@ class Loader:
         if value is None:
             return (
                 [params_mod.DEFAULT_PARAMS]
-                if (self.ws.dir / params_mod.DEFAULT_PARAMS).is_file()
+                if self.isfile(self.ws.dir / params_mod.DEFAULT_PARAMS)
                 else []
             )
         files = [value] if isinstance(value, str) else value
@@ -560,9 +571,9 @@ class Loader:
             raise self.error(
                 f"path '{raw}' leaves the workspace ({self.root_display()})", container, key, stage
             )
-        if not self.inside_real_root(
-            os.path.dirname(os.path.join(self.base, rel)), os.path.join(self.base, rel)
-        ):
+        full = os.path.join(self.base, rel)
+        self.seen.checked.add(full)
+        if not self.inside_real_root(os.path.dirname(full), full):
             raise self.error(
                 f"path '{raw}' leads out of the workspace through a symlink", container, key, stage
             )
@@ -582,6 +593,10 @@ class Loader:
     def _real_inside(self, real: str) -> bool:
         return real == self.real_root or real.startswith(os.path.join(self.real_root, ""))
 
+    def isfile(self, path) -> bool:
+        found = self.seen.probes["isfile:" + str(path)] = os.path.isfile(path)
+        return found
+
     def root_display(self) -> str:
         return self.ws.display(self.ws.root)
 
@@ -597,9 +612,16 @@ class Loader:
                         continue
                     entries.append(path)
                 else:
-                    entries.extend(codescan.resolve_module(target, [wdir_abs, self.root]))
-        files = codescan.follow_imports(entries, [wdir_abs, self.root], self.root)
-        missing = [p for p in entries if not os.path.exists(p)]  # checked later against outs
+                    entries.extend(
+                        codescan.resolve_module(target, [wdir_abs, self.root], self.seen.probes)
+                    )
+        files = codescan.follow_imports(entries, [wdir_abs, self.root], self.root, self.seen.probes)
+        self.seen.code.update(files)
+        missing = []  # checked later against outs
+        for p in entries:
+            exists = self.seen.probes["exists:" + p] = os.path.exists(p)
+            if not exists:
+                missing.append(p)
         found = []
         for path in sorted(set(files) | set(missing)):
             rel = os.path.relpath(path, self.base).replace(os.sep, "/")
@@ -625,7 +647,7 @@ class Loader:
                         )
                     if fname not in self.params_files_data:
                         self.check_path(fname, ".", value, i, stage)
-                        if not (self.ws.dir / fname).is_file():
+                        if not self.isfile(self.ws.dir / fname):
                             raise self.error(
                                 f"params file '{fname}' does not exist", value, i, stage
                             )
@@ -690,7 +712,7 @@ class Loader:
         from .envs import lock_files
 
         for rel in lock_files(path):
-            if not (self.ws.dir / rel).is_file():
+            if not self.isfile(self.ws.dir / rel):
                 raise self.error(
                     f"env.requirements: '{rel}' does not exist", node, "requirements", stage
                 )

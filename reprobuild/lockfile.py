@@ -32,21 +32,13 @@ changes the hash and the YAML is parsed again. It is only a cache.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
 
-import yaml
-
 from .fsutil import atomic_write
 from .hashing import hash_bytes
-
-try:
-    from yaml import CSafeDumper as _Dumper
-    from yaml import CSafeLoader as _Loader
-except ImportError:  # pragma: no cover
-    from yaml import SafeDumper as _Dumper  # type: ignore[assignment]
-    from yaml import SafeLoader as _Loader
 
 SCHEMA = 1
 ENTRY_ORDER = ("key", "cmd", "wdir", "code", "deps", "params", "env", "outs")
@@ -56,14 +48,26 @@ class _Flow(dict):
     """A mapping written on one line: `{hash: ..., size: ...}`."""
 
 
-class _LockDumper(_Dumper):
-    pass
+@functools.cache
+def _yaml():
+    """(yaml, loader, dumper), imported when first needed: a no-op reads the parsed copy."""
+    import yaml
 
+    try:
+        from yaml import CSafeDumper as _Dumper
+        from yaml import CSafeLoader as _Loader
+    except ImportError:  # pragma: no cover
+        from yaml import SafeDumper as _Dumper  # type: ignore[assignment]
+        from yaml import SafeLoader as _Loader
 
-_LockDumper.add_representer(
-    _Flow,
-    lambda d, data: d.represent_mapping("tag:yaml.org,2002:map", data.items(), flow_style=True),
-)
+    class _LockDumper(_Dumper):
+        pass
+
+    _LockDumper.add_representer(
+        _Flow,
+        lambda d, data: d.represent_mapping("tag:yaml.org,2002:map", data.items(), flow_style=True),
+    )
+    return yaml, _Loader, _LockDumper
 
 
 def read(path: Path, parsed_copy: Path | None = None) -> tuple[dict, str | None]:
@@ -112,6 +116,7 @@ def parse(text: str, name: str = "reprobuild.lock") -> tuple[dict, str | None]:
 
 
 def parse_all(text: str, name: str = "reprobuild.lock") -> tuple[dict, dict, str | None]:
+    yaml, _Loader, _ = _yaml()
     try:
         data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError:
@@ -143,6 +148,7 @@ def dumps(stages: dict, sources: dict | None = None) -> str:
     if sources:
         body["sources"] = {p: _Flow(_meta_order(sources[p])) for p in sorted(sources)}
     body["stages"] = {name: _ordered(stages[name]) for name in sorted(stages)}
+    yaml, _, _LockDumper = _yaml()
     return yaml.dump(
         body,
         Dumper=_LockDumper,

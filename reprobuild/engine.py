@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import decision as dmod
-from .cache import CorruptObject, MissingObject
+from .cache import CorruptObject, MissingObject, UnsafeOut
 from .decision import RESTORE, RUN, SKIP, Decision
 from .errors import UsageError
 from .executors import Job, OutSpec
 from .fsutil import remove_path
-from .hashing import Meta
+from .hashing import HEX32, Meta, NotRegularFile
 from .project import Project
 from .reporter import Reporter
 from .wslock import workspace_lock
@@ -50,6 +50,7 @@ class Summary:
     failed: dict[str, str] = field(default_factory=dict)
     blocked: list[str] = field(default_factory=list)
     interrupted: bool = False
+    untrusted: list[str] = field(default_factory=list)  # "stage (why)": remote records refused
 
     @property
     def ok(self) -> bool:
@@ -197,6 +198,10 @@ class Builder:
         finally:
             restore_signals()
             executor.shutdown()
+        if self.remote is not None:
+            self.summary.untrusted = [
+                f"{why}: run record {key}" for key, why in sorted(self.remote.untrusted.items())
+            ]
         self.reporter.build_finished(self.summary)
         return self.summary
 
@@ -287,6 +292,7 @@ class Builder:
             outs=tuple(OutSpec(self.p.prober.abspath(o.path), o.cache) for o in stage.outs),
             cache_root=str(self.p.cache.root),
             link=self.p.cache.link,
+            workspace=str(self.p.ws.root),
         )
         self.reporter.stage_started(d)
         running[executor.submit(job)] = (d, job)
@@ -332,6 +338,9 @@ class Builder:
         if result.missing_out:
             rel = os.path.relpath(result.missing_out, self.p.ws.dir).replace(os.sep, "/")
             self._fail(name, f"out missing after run: {rel}")
+            return False
+        if result.refused:
+            self._fail(name, f"out refused: {result.refused}")
             return False
         for path, *entry in result.stats:
             self.p.hasher.stats.entries[path] = list(entry)
@@ -422,11 +431,14 @@ def commit(project: Project, names: list[str], reporter: Reporter) -> list[str]:
             outs = {}
             for out in stage.outs:
                 path = project.prober.abspath(out.path)
-                meta = (
-                    project.cache.insert(path, project.hasher)
-                    if out.cache
-                    else project.hasher.path(path)
-                )
+                try:
+                    meta = (
+                        project.cache.insert(path, project.hasher, str(project.ws.root))
+                        if out.cache
+                        else project.hasher.path(path)
+                    )
+                except (UnsafeOut, NotRegularFile) as exc:
+                    raise UsageError(f"stage '{name}': out '{out.path}' refused: {exc}") from None
                 outs[dmod.lock_path(out.path, meta)] = meta
             if all(o.cache for o in stage.outs):
                 project.cache.write_run(state.key, name, outs)
@@ -464,12 +476,17 @@ def checkout(
             entry = entries.get(name) or {}
             stage = project.pipeline.stages.get(name)
             declared = {o.path for o in stage.outs} if stage else set()
+            key = entry.get("key")
+            # the run record keeps each file out's mode (the lockfile does not)
+            record = project.cache.read_run(key) if HEX32.match(str(key)) else None
             for path, d in sorted((entry.get("outs") or {}).items()):
                 meta = Meta.from_lock(d)
                 rel = path.rstrip("/")
                 if meta is None or rel not in declared:
                     result.ignored.append(f"{name}: {rel}")
                     continue
+                if record and path in record and record[path] == meta:
+                    meta = record[path]
                 current = project.prober.meta(rel)
                 if current is not None and current.hash == meta.hash:
                     result.unchanged.append(rel)

@@ -32,7 +32,7 @@ class Project:
         cls, file_opt: str | None = None, cache_opt: str | None = None, cwd: Path | None = None
     ) -> Project:
         ws = open_workspace(file_opt, cwd)
-        pipe = pipeline_mod.load(ws)
+        pipe = pipeline_mod.load(ws, cache_opt)
         g = graph_mod.build(pipe, str(ws.dir))
         cache = Cache(cache_dir(ws, pipe.cache, cache_opt), link=pipe.link)
         hasher = Hasher(StatCache(cache.stat_cache_path()))

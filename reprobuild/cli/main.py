@@ -139,11 +139,13 @@ def parser() -> argparse.ArgumentParser:
 
     from . import (
         history,
+        key,
         remote,
-    )  # their subcommands: dag, lineage, diff, metrics, params; push, pull
+    )  # their subcommands: dag, lineage, diff, metrics, params; push, pull; key
 
     history.register(add)
     remote.register(add)
+    key.register(add)
 
     v = add(
         "verify", "re-run stages aside from the workspace and compare their outputs bit for bit"
@@ -193,10 +195,12 @@ def main(argv: list[str] | None = None) -> int:
 def _error(message: str, hint: str | None, verbose: bool) -> None:
     if verbose and sys.exc_info()[0] is not None:
         traceback.print_exc()
+    from ..safetext import clean
+
     line = f"error: {message}"
     if hint:
         line += f" ({hint})"
-    print(line, file=sys.stderr)
+    print(clean(line), file=sys.stderr)
 
 
 def _open(args):
@@ -341,22 +345,24 @@ def _lock_at_rev(project, rev: str):
 
 
 def _report_checkout(result, args) -> int:
+    from ..safetext import clean
+
     if not args.quiet:
         for path in result.restored:
-            print(f"restored {path}")
+            print(f"restored {clean(path)}")
         print(
             f"{len(result.restored)} restored, {len(result.unchanged)} already in place, "
             f"{len(result.missing)} missing from the cache"
         )
     for item in result.missing:
-        print(f"missing from the cache: {item}", file=sys.stderr)
+        print(f"missing from the cache: {clean(item)}", file=sys.stderr)
     for path in result.kept:
         print(
-            f"kept {path}: changed by hand and not in the cache (--force overwrites it)",
+            f"kept {clean(path)}: changed by hand and not in the cache (--force overwrites it)",
             file=sys.stderr,
         )
     for item in result.ignored:
-        print(f"ignored {item}: not an out of that stage in the pipeline", file=sys.stderr)
+        print(f"ignored {clean(item)}: not an out of that stage in the pipeline", file=sys.stderr)
     return EXIT_FAILED if result.missing or result.kept else EXIT_OK
 
 
@@ -421,19 +427,21 @@ def cmd_verify(args) -> int:
     names = list(_expand_names(project, args.targets)) if args.targets else list(project.select([]))
     quiet = args.quiet
 
+    from ..safetext import clean
+
     def show(v) -> None:
         if v.status == "reproducible":
             if not quiet:
                 print(f"reproducible  {v.stage}", flush=True)
             return
         print(
-            f"{v.status.upper():<13} {v.stage}" + (f": {v.message}" if v.message else ""),
+            f"{v.status.upper():<13} {v.stage}" + (f": {clean(v.message)}" if v.message else ""),
             flush=True,
         )
         for d in v.diffs:
-            print(f"  out {d.path} differs from the lockfile")
+            print(f"  out {clean(d.path)} differs from the lockfile")
             for line in d.detail:
-                print(f"    {line}")
+                print(f"    {clean(line)}")
 
     verdicts = verify(project, names, entries, on_done=show)
     bad = sum(v.status != "reproducible" for v in verdicts)
@@ -470,9 +478,9 @@ COMMANDS = {
 
 
 def _plugin_commands():
-    from . import history, remote
+    from . import history, key, remote
 
-    return {**history.COMMANDS, **remote.COMMANDS}
+    return {**history.COMMANDS, **remote.COMMANDS, **key.COMMANDS}
 
 
 COMMANDS.update(_plugin_commands())

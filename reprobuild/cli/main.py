@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import traceback
@@ -163,7 +164,23 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+class _StderrHandler(logging.Handler):
+    """Warnings the engine logs (a lockfile entry ignored, ...) as lines on stderr."""
+
+    def emit(self, record):
+        from ..safetext import clean
+
+        print(clean(record.getMessage()), file=sys.stderr)
+
+
+def _log_warnings() -> None:
+    log = logging.getLogger("reprobuild")
+    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
+        log.addHandler(_StderrHandler(logging.WARNING))
+
+
 def main(argv: list[str] | None = None) -> int:
+    _log_warnings()
     args = parser().parse_args(argv)
     if not args.command:
         parser().print_help()
@@ -401,7 +418,11 @@ def cmd_gc(args) -> int:
         on_wait=lambda: err.print("waiting for running builds to finish with the cache..."),
     ):
         result = collect(
-            project.cache, project.ws.root, all_commits=args.all_commits, dry_run=args.dry_run
+            project.cache,
+            project.ws.root,
+            all_commits=args.all_commits,
+            dry_run=args.dry_run,
+            extra=[project.ws.lock_file],
         )
     if not args.quiet:
         verb = "would remove" if args.dry_run else "removed"

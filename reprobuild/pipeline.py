@@ -425,7 +425,10 @@ class Loader:
                 f"out '{raw}' would contain the pipeline's own folder", container, key, stage
             )
         full = os.path.normpath(os.path.join(self.base, path))
-        for mine, cache in ((full, self.cache_root), (os.path.realpath(full), self.real_cache)):
+        real = os.path.realpath(full)
+        if os.path.islink(full) and _within(real, self.real_objects):
+            real = full  # a `link: symlink` out: removing it removes the link, not the object
+        for mine, cache in ((full, self.cache_root), (real, self.real_cache)):
             if _within(mine, cache) or _within(cache, mine):
                 raise self.error(
                     f"out '{raw}' would delete or overwrite the cache ({self.ws.display(cache)})",

@@ -95,7 +95,7 @@ def main() -> None:
         from cryptography.hazmat.primitives.asymmetric import ed25519
 
         private = ed25519.Ed25519PrivateKey.generate()
-        msgs = [signature.message("%032x" % i, f"s{i}", {}) for i in range(n)]
+        msgs = [signature.message(f"{i:032x}", f"s{i}", {}) for i in range(n)]
         sigs = [private.sign(m) for m in msgs]
         pub = private.public_key()
         start = time.perf_counter()

@@ -181,18 +181,20 @@ class StatCache:
                     data = json.load(f)
                 if data.get("schema") == STATCACHE_SCHEMA and isinstance(data.get("entries"), dict):
                     self.entries = data["entries"]
-            except (OSError, ValueError, AttributeError):
+            except (OSError, ValueError, AttributeError, RecursionError):
                 pass  # missing or corrupt: just a cold cache
 
     def lookup(self, path: str, st: os.stat_result) -> str | None:
         e = self.entries.get(path)
         if (
-            e
+            isinstance(e, list)
             and len(e) == 5
             and e[0] == st.st_ino
             and e[1] == st.st_size
             and e[2] == st.st_mtime_ns
             and e[3] == st.st_ctime_ns
+            and isinstance(e[4], str)
+            and HEX32.match(e[4])
         ):
             return e[4]
         return None

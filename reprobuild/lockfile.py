@@ -93,7 +93,7 @@ def read(path: Path, parsed_copy: Path | None = None) -> tuple[dict, str | None]
         copy = json.loads(parsed_copy.read_bytes())
         if copy.get("lock_hash") == digest:
             return copy["stages"], None
-    except (OSError, ValueError, AttributeError, KeyError):
+    except (OSError, ValueError, AttributeError, KeyError, RecursionError):
         pass
     dropped: list[str] = []
     stages, problem = parse(text, path.name, dropped)

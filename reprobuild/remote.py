@@ -62,7 +62,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import hashing
-from .cache import CorruptObject, MissingObject, check_manifest, parse_run_doc
+from .cache import TMP_PREFIX, CorruptObject, MissingObject, check_manifest, parse_run_doc
 from .errors import CacheError, ReprobuildError, UsageError
 from .fsutil import atomic_write, fsync_dir
 from .fsutil import unlink_quiet as _unlink_quiet
@@ -367,8 +367,8 @@ class Remote:
 
     def _fetch_file(self, digest: str, progress: Progress):
         """'missing', 'refused', or the size stored: the object verified into the local cache."""
-        self.cache.tmp.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.cache.tmp, prefix="pull-")
+        self.cache.make_dirs(self.cache.tmp)
+        fd, tmp = tempfile.mkstemp(dir=self.cache.tmp, prefix=TMP_PREFIX + "pull-")
         os.close(fd)
         try:
             counter = _callback(progress)
@@ -384,7 +384,7 @@ class Remote:
                 return "refused"
             os.chmod(tmp, 0o444)
             target = self.cache.object_path(digest)
-            target.parent.mkdir(parents=True, exist_ok=True)
+            self.cache.make_dirs(target.parent)
             os.replace(tmp, target)
             fsync_dir(target.parent)
             progress.file_done()
@@ -405,7 +405,7 @@ class Remote:
         except (ValueError, KeyError, TypeError):
             return "refused"  # hashes right but unsafe: someone built it to attack readers
         target = self.cache.object_path(digest, is_dir=True)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        self.cache.make_dirs(target.parent)
         atomic_write(target, data, mode=0o444, tmp_dir=self.cache.tmp)
         progress.file_done()
         return len(data)

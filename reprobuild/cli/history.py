@@ -142,9 +142,9 @@ def cmd_dag(args) -> int:
     if fmt == "json":
         print(dag.to_json(view))
     elif fmt == "mermaid":
-        sys.stdout.write(dag.to_mermaid(view))
+        sys.stdout.write(clean(dag.to_mermaid(view)))
     elif fmt == "dot":
-        sys.stdout.write(dag.to_dot(view))
+        sys.stdout.write(clean(dag.to_dot(view)))
     else:
         _print_drawing(view, args.direction)
     return EXIT_OK
@@ -181,7 +181,7 @@ def _drawing_text(view: dict, direction: str, width: int):
     for reasons, names in groups.items():
         out.append("\n")
         out.append(Text(", ".join(names), style="bold"))
-        out.append(": " + ", ".join(reasons))
+        out.append(": " + clean(", ".join(reasons)))
     return out
 
 

@@ -122,6 +122,27 @@ def test_lockfile_paths_and_hashes_never_reach_outside_the_workspace(ws, tmp_pat
     assert secret.read_text() == "TOPSECRET\n"
 
 
+def test_a_revisions_metrics_hash_never_names_a_file(ws, tmp_path):
+    """`metrics diff` reads a revision's metrics from the cache by hash: never by a made-up one."""
+    secret = tmp_path / "secret.json"
+    secret.write_text('{"TOPSECRET": 1}')
+    ws.write(
+        {
+            "reprobuild.yaml": "stages:\n  s:\n    cmd: python mk.py\n    metrics: [m.json]\n",
+            "mk.py": "open('m.json', 'w').write('{\"score\": 1}')\n",
+            ".gitignore": "m.json\n",
+        }
+    )
+    assert ws.run("build").code == 0
+    lock = ws.read("reprobuild.lock")
+    digest = lockfile.parse(lock)[0]["s"]["outs"]["m.json"]["hash"]
+    ws.write({"reprobuild.lock": lock.replace(digest, "00/" + str(secret))})
+    ws.commit_all("hostile lockfile")
+    for cmd in (["metrics", "diff", "HEAD"], ["metrics", "show"], ["diff", "HEAD"]):
+        r = ws.run(*cmd)
+        assert "TOPSECRET" not in r.out + r.err and "Traceback" not in r.err, (cmd, r.out)
+
+
 # 4 ------------------------------------------------------------------------------
 
 
@@ -492,6 +513,20 @@ def test_a_fifo_dep_or_out_is_refused_without_blocking(ws):
     ws.write({"reprobuild.yaml": "stages:\n  s:\n    cmd: mkfifo out.p\n    outs: [out.p]\n"})
     r = ws.run_process("build", timeout=30)
     assert r.returncode == 1 and "out refused" in r.stderr and "FIFO" in r.stderr, r.stderr
+
+
+def test_a_socket_dep_is_refused(ws):
+    import socket
+
+    ws.write(ONE)
+    (ws.root / "in.txt").unlink()
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.bind(str(ws.root / "in.txt"))
+        r = ws.run_process("build", timeout=30)
+        assert r.returncode == 2 and "dep 'in.txt' is a socket" in r.stderr, r.stderr
+    finally:
+        sock.close()
 
 
 # 11 -----------------------------------------------------------------------------

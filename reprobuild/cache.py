@@ -15,12 +15,15 @@ Run record (JSON, one per successful run or commit):
 
     {"schema": 1, "key": KEY, "stage": NAME,
      "outs": {PATH: {"hash": H, "size": N[, "nfiles": N][, "mode": M]}}
-     [, "signature": {"key": "ed25519:...", "sig": "..."}]}
+     [, "signature": {"key": "ed25519:...", "sig": "..."}][, "pulled": true]}
 
 PATH is relative to the pipeline folder (folders end in '/'). MODE is a file
 out's permission bits (an int, e.g. 493 for 0755), restored with it; a
 folder's manifest keeps each file's exec bit. `signature` is added by a
-signed push (signature.py describes what it covers). A record is only used
+signed push (signature.py describes what it covers). `pulled` marks a record
+that came from a remote: with trusted keys configured it is used only while
+a trusted key's signature holds (one pulled before the keys were set is not);
+records this machine made are always used. A record is only used
 when every object it names is present; a record that does not parse, names
 a path outside the pipeline's workspace, or holds a malformed hash, size or
 mode is ignored.
@@ -108,6 +111,7 @@ class Cache:
         self.quarantine_dir = self.root / "quarantine"
         self._reflink_ok = fcntl is not None
         self._shared: tuple[int, int] | None | bool = False  # (mode, gid) of a group cache
+        self.trust = None  # signature.Trust: what a pulled run record must be signed by
 
     # -- a cache shared by a group -------------------------------------------------
 
@@ -404,14 +408,26 @@ class Cache:
     def read_run(self, key: str) -> dict | None:
         """The outs of a run record, or None when absent or unusable."""
         try:
-            parsed = parse_run_doc(json.loads(self.run_path(key).read_bytes()), key)
+            doc = json.loads(self.run_path(key).read_bytes())
         except (OSError, ValueError, RecursionError):
             return None
-        # the engine checks them against the stage's outs
-        return None if parsed is None else parsed[1]
+        parsed = parse_run_doc(doc, key)
+        if parsed is None:
+            return None
+        stage, outs = parsed
+        if self.trust and doc.get("pulled"):
+            signed = {p: m.to_record() for p, m in outs.items()}
+            if self.trust.check(doc, key, stage, signed) is not None:
+                return None  # pulled before trusted keys were set, or not signed by one
+        return outs  # the engine checks them against the stage's outs
 
     def write_run(
-        self, key: str, stage: str, outs: dict[str, Meta], signature: dict | None = None
+        self,
+        key: str,
+        stage: str,
+        outs: dict[str, Meta],
+        signature: dict | None = None,
+        pulled: bool = False,
     ) -> None:
         record = {
             "schema": RUN_SCHEMA,
@@ -421,6 +437,8 @@ class Cache:
         }
         if signature is not None:
             record["signature"] = signature
+        if pulled:
+            record["pulled"] = True
         target = self.run_path(key)
         self.make_dirs(target.parent)
         self.make_dirs(self.tmp)

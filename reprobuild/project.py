@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,10 @@ class Project:
         pipe = pipeline_mod.load(ws, cache_opt)
         g = graph_mod.build(pipe, str(ws.dir))
         cache = Cache(cache_dir(ws, pipe.cache, cache_opt), link=pipe.link)
+        if pipe.trusted_keys or os.environ.get("REPROBUILD_TRUSTED_KEYS"):
+            from .signature import trust_for
+
+            cache.trust = trust_for(pipe.trusted_keys)
         hasher = Hasher(StatCache(cache.stat_cache_path()))
         return cls(
             ws, pipe, g, cache, hasher, Prober(str(ws.dir), hasher), OutIndex.build(pipe.stages)

@@ -117,20 +117,8 @@ def open_remote(
     fs, root = _filesystem(raw)
     remote = Remote(fs, root, redact(raw), project.cache, jobs)
     remote.check(create)
-    keys = trusted_keys(project)
-    if keys:
-        from .signature import Trust
-
-        remote.trust = Trust(keys)
+    remote.trust = project.cache.trust  # Project.open: `trusted_keys:` + REPROBUILD_TRUSTED_KEYS
     return remote
-
-
-def trusted_keys(project) -> list[str]:
-    """`trusted_keys:` of the pipeline file, then REPROBUILD_TRUSTED_KEYS."""
-    from .signature import keys_from_env
-
-    listed = list(getattr(project.pipeline, "trusted_keys", ()) or ())
-    return listed + keys_from_env(os.environ.get("REPROBUILD_TRUSTED_KEYS"))
 
 
 def _filesystem(url: str):
@@ -284,7 +272,7 @@ class Remote:
             self.fetch(list(outs.values()))
             if not all(self.cache.has(m) for m in outs.values()):
                 return False
-            self.cache.write_run(key, stage, outs, signature)
+            self.cache.write_run(key, stage, outs, signature, pulled=True)
             return True
 
     def read_run(self, key: str) -> tuple[str, dict[str, Meta], dict | None] | None:
@@ -317,7 +305,7 @@ class Remote:
         with self._talking():
             for key, record in self._map(self.read_run, wanted).items():
                 if record and all(self.cache.has(m) for m in record[1].values()):
-                    self.cache.write_run(key, *record)
+                    self.cache.write_run(key, *record, pulled=True)
                     stored += 1
         return stored
 
@@ -464,6 +452,7 @@ class Remote:
             data = self.cache.run_path(key).read_bytes()
             if self.signer is not None:
                 doc, stage, outs = _parse_run(data, key)
+                doc.pop("pulled", None)  # each reader marks what it pulled itself
                 doc["signature"] = self.signer.sign(key, stage, record_outs(outs))
                 data = json.dumps(doc, sort_keys=True, indent=1).encode()
             records[key] = (data, outs)

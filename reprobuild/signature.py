@@ -85,6 +85,12 @@ def keys_from_env(value: str | None) -> list[str]:
     return keys
 
 
+def trust_for(listed) -> Trust | None:
+    """The Trust of a pipeline's `trusted_keys:` plus REPROBUILD_TRUSTED_KEYS; None when none."""
+    keys = list(listed) + keys_from_env(os.environ.get("REPROBUILD_TRUSTED_KEYS"))
+    return Trust(keys) if keys else None
+
+
 def message(key: str, stage: str, outs: dict) -> bytes:
     """The signed bytes of a run record: `outs` maps PATH to {hash, size[, nfiles][, mode]}."""
     rows = [

@@ -146,6 +146,27 @@ def test_without_trusted_keys_a_poisoned_record_is_used(ws, remote_url):
     assert stages_restored(r) == ["train"] and other.read("model.txt") == EVIL.decode()
 
 
+def test_a_record_pulled_before_keys_were_trusted_is_not_used_after(ws, remote_url):
+    """Records this machine made stay trusted; a pulled one only while it is signed."""
+    secret, public = make_key(ws, "ci")
+    ws.write(pipeline(None))
+    ws.run("build")
+    ws.commit_all("built")
+    ws.run("push", "--remote", remote_url)
+    key = list(remote_files(remote_url, "runs"))[0].replace("/", "")
+    poison(remote_url, key, None)
+    other = clone(ws, "dev")
+    assert stages_restored(other.run("build", "--pull", "--remote", remote_url)) == ["train"]
+    assert other.read("model.txt") == EVIL.decode()  # no keys yet: the poison got in
+    other.write(pipeline(public))  # the team adopts signing
+    (other.root / "model.txt").unlink()
+    r = other.run("build")  # no remote at all: the pulled record in the local cache is not used
+    assert stages_run(r) == ["train"] and other.read("model.txt") == "HELLO\n"
+    (other.root / "model.txt").unlink()
+    r = other.run("build")  # the record it made itself is used
+    assert stages_restored(r) == ["train"] and other.read("model.txt") == "HELLO\n"
+
+
 def test_trusted_keys_from_the_environment(ws, remote_url, monkeypatch):
     secret, public = make_key(ws, "ci")
     ws.write(pipeline(None))

@@ -5,7 +5,8 @@
 A pipeline of N trivial stages is built, pushed signed to a folder remote,
 and each measured build starts from a copy with no outputs and an empty
 cache, so every stage's run record is read from the remote and restored:
-- `build --pull` in-process with and without `trusted_keys` (best of 3 each);
+- `build --pull` in-process with and without `trusted_keys` (best of 4 each,
+  alternating which goes first);
 - inside the trusted builds, the time spent in signature checks alone
   (Trust.check: decoding and Ed25519 verification, every record);
 - verifying N signatures with `cryptography` directly, as the floor.
@@ -73,10 +74,13 @@ def main() -> None:
 
         signature.Trust.check = timed_check
         results = {}
-        for label, key in (("without trusted_keys", None), ("with trusted_keys", public)):
-            best = None
-            for attempt in range(3):
-                ws = tmp / f"ws-{len(results)}-{attempt}"
+        runs = 0
+        pair = [("without trusted_keys", None), ("with trusted_keys", public)]
+        for attempt in range(4):  # alternated: the second of two builds pays the first's writeback
+            for label, key in pair if attempt % 2 else pair[::-1]:
+                best = results.get(label)
+                runs += 1
+                ws = tmp / f"ws-{runs}"
                 (ws / "out").mkdir(parents=True)
                 (ws / "reprobuild.yaml").write_text(pipeline(n, key))
                 shutil.copy(src / "reprobuild.lock", ws / "reprobuild.lock")
@@ -88,8 +92,7 @@ def main() -> None:
                 restored = len(list((ws / "out").iterdir()))
                 assert restored == n, restored
                 if best is None or took < best[0]:
-                    best = (took, checked[0], checked[1])
-            results[label] = best
+                    results[label] = (took, checked[0], checked[1])
         signature.Trust.check = real_check
 
         from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -104,7 +107,9 @@ def main() -> None:
         floor = time.perf_counter() - start
 
         plain, trusted = results["without trusted_keys"], results["with trusted_keys"]
-        print(f"build --pull of {n} stages, every one restored from a folder remote (best of 3):")
+        print(
+            f"build --pull of {n} stages, every one restored from a folder remote (best of 4, alternating):"
+        )
         print(f"  without trusted_keys: {plain[0]:.2f} s")
         print(f"  with trusted_keys:    {trusted[0]:.2f} s  ({trusted[0] - plain[0]:+.2f} s)")
         print(f"  signature checks inside it: {trusted[1] * 1000:.0f} ms for {trusted[2]} records")

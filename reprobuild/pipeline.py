@@ -17,7 +17,7 @@ from . import codescan, templating, yamlio
 from . import params as params_mod
 from .errors import PipelineError
 from .templating import Context, TemplateError
-from .workspace import Workspace
+from .workspace import STATE_DIR, Workspace, cache_dir
 
 TOP_FIELDS = {
     "params",
@@ -29,6 +29,7 @@ TOP_FIELDS = {
     "remote",
     "executor",
     "link",
+    "trusted_keys",
 }
 STAGE_FIELDS = {
     "desc",
@@ -139,6 +140,7 @@ class Pipeline:
     link: str = "copy"
     executor: dict = field(default_factory=dict)
     params_files: tuple[str, ...] = ()  # every params file read, relative to the pipeline folder
+    trusted_keys: tuple[str, ...] = ()  # ed25519:<base64> keys whose signed run records count
     sources: tuple[Source, ...] = ()
 
     def source_of(self, path: str) -> Source | None:
@@ -149,15 +151,20 @@ class Pipeline:
         return None
 
 
-def load(ws: Workspace) -> Pipeline:
+def load(ws: Workspace, cache_opt: str | None = None) -> Pipeline:
+    """`cache_opt` is --cache-dir: outs may not touch the cache, wherever it is."""
     display = ws.display(ws.pipeline_file)
     data = yamlio.load_file(ws.pipeline_file, display)
-    return Loader(ws, display).load(data)
+    return Loader(ws, display, cache_opt).load(data)
 
 
 class Loader:
-    def __init__(self, ws: Workspace, display: str):
+    def __init__(self, ws: Workspace, display: str, cache_opt: str | None = None):
         self.ws = ws
+        self.cache_opt = cache_opt
+        self.cache_root = str(ws.root / "cache")
+        self.real_cache = os.path.realpath(self.cache_root)
+        self.real_objects = os.path.join(self.real_cache, "objects")
         self.file = display
         self.root = str(ws.root)
         self.real_root = os.path.realpath(ws.root)
@@ -194,6 +201,11 @@ class Loader:
         if not isinstance(data, dict):
             raise self.error("the pipeline file must be a mapping", line=1)
         self.check_fields(data, TOP_FIELDS, "the pipeline file")
+        configured = data.get("cache") if isinstance(data.get("cache"), str) else None
+        self.cache_root = str(cache_dir(self.ws, configured, self.cache_opt))
+        self.real_cache = os.path.realpath(self.cache_root)
+        # `link: symlink` outs are links into the cache's objects, wherever the cache is
+        self.real_objects = os.path.join(self.real_cache, "objects")
 
         files = self.params_files(data)
         self.params_files_data = params_mod.load_params(self.ws.dir, files, self.file)
@@ -234,7 +246,8 @@ class Loader:
             link,
             dict(executor),
             tuple(self.params_files_data),
-            self.sources(data, stages),
+            sources=self.sources(data, stages),
+            trusted_keys=self.trusted_keys(data),
         )
 
     def sources(self, data, stages: dict[str, Stage]) -> tuple[Source, ...]:
@@ -276,6 +289,26 @@ class Loader:
                         )
             found.append(Source(path, url, line))
         return tuple(found)
+
+    def trusted_keys(self, data) -> tuple[str, ...]:
+        """`trusted_keys:` public keys, each `ed25519:<base64>` of 32 bytes (signature.py)."""
+        from .signature import parse_public  # no cryptography needed to check the form
+
+        value = data.get("trusted_keys")
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            raise self.error(
+                "`trusted_keys` must be a list of ed25519:<base64> keys", data, "trusted_keys"
+            )
+        for i, key in enumerate(value):
+            try:
+                parse_public(key)
+            except ValueError as exc:
+                raise self.error(
+                    f"trusted key '{str(key)[:60]}' is not valid: {exc}", value, i
+                ) from None
+        return tuple(dict.fromkeys(value))
 
     def params_files(self, data) -> list[str]:
         value = data.get("params")
@@ -533,10 +566,22 @@ class Loader:
             raise self.error(
                 f"out '{raw}' would contain the pipeline's own folder", container, key, stage
             )
+        full = os.path.normpath(os.path.join(self.base, path))
+        real = os.path.realpath(full)
+        if os.path.islink(full) and _within(real, self.real_objects):
+            real = full  # a `link: symlink` out: removing it removes the link, not the object
+        for mine, cache in ((full, self.cache_root), (real, self.real_cache)):
+            if _within(mine, cache) or _within(cache, mine):
+                raise self.error(
+                    f"out '{raw}' would delete or overwrite the cache ({self.ws.display(cache)})",
+                    container,
+                    key,
+                    stage,
+                )
         parts = path.split("/")
         protected = {
             ".git",
-            ".reprobuild",
+            STATE_DIR,
             "reprobuild.yaml",
             "reprobuild.lock",
             os.path.relpath(self.ws.pipeline_file, self.base),
@@ -580,7 +625,7 @@ class Loader:
         return self._folder_ok[folder]
 
     def _real_inside(self, real: str) -> bool:
-        return real == self.real_root or real.startswith(os.path.join(self.real_root, ""))
+        return _within(real, self.real_root) or _within(real, self.real_objects)
 
     def root_display(self) -> str:
         return self.ws.display(self.ws.root)
@@ -699,6 +744,10 @@ class Loader:
 
 def _overlap(a: str, b: str) -> bool:
     return a == b or a.startswith(b + "/") or b.startswith(a + "/")
+
+
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(os.path.join(folder, ""))
 
 
 def _label(value, index: int) -> str:

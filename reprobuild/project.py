@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import networkx as nx
@@ -28,6 +28,7 @@ class Project:
     hasher: Hasher
     prober: Prober
     outs: OutIndex
+    _lock_memo: tuple | None = field(default=None, repr=False)  # (file identity, read_all)
 
     @classmethod
     def open(
@@ -38,9 +39,13 @@ class Project:
         check_missing: bool = True,
     ) -> Project:
         ws = open_workspace(file_opt, cwd)
-        pipe = pipeline_mod.load(ws)
+        pipe = pipeline_mod.load(ws, cache_opt)
         g = graph_mod.build(pipe, str(ws.dir), check_missing)
         cache = Cache(cache_dir(ws, pipe.cache, cache_opt), link=pipe.link)
+        if pipe.trusted_keys or os.environ.get("REPROBUILD_TRUSTED_KEYS"):
+            from .signature import trust_for
+
+            cache.trust = trust_for(pipe.trusted_keys)
         hasher = Hasher(StatCache(cache.stat_cache_path()))
         installed = Installed(cache.root / "packages.json")
         prober = Prober(str(ws.dir), hasher, installed)
@@ -48,12 +53,26 @@ class Project:
 
     def reload(self) -> None:
         """Read the pipeline file again (after reprobuild itself edited it)."""
-        self.pipeline = pipeline_mod.load(self.ws)
+        self.pipeline = pipeline_mod.load(self.ws, str(self.cache.root))
         self.graph = graph_mod.build(self.pipeline, str(self.ws.dir))
         self.outs = OutIndex.build(self.pipeline.stages)
 
     def read_lock(self) -> tuple[dict, str | None]:
-        return lockfile.read(self.ws.lock_file, self.parsed_lock)
+        stages, _, problem = self._read_lock_all()
+        return stages, problem
+
+    def _read_lock_all(self) -> tuple[dict, dict, str | None]:
+        """The lockfile read once per version of it (each write is a rename: a new inode),
+        so its warnings are printed once; callers get their own copies to change."""
+        try:
+            st = os.stat(self.ws.lock_file)
+            identity = (st.st_ino, st.st_size, st.st_mtime_ns)
+        except OSError:
+            identity = None
+        if self._lock_memo is None or self._lock_memo[0] != identity:
+            self._lock_memo = (identity, lockfile.read_all(self.ws.lock_file, self.parsed_lock))
+        stages, sources, problem = self._lock_memo[1]
+        return dict(stages), dict(sources), problem
 
     @property
     def parsed_lock(self) -> Path:
@@ -61,7 +80,7 @@ class Project:
 
     def read_sources(self) -> dict:
         """The lockfile's `sources:` section: {path: entry}."""
-        return lockfile.read_all(self.ws.lock_file, self.parsed_lock)[1]
+        return self._read_lock_all()[1]
 
     def lock_writer(self, entries: dict, sources: dict | None = None) -> lockfile.LockWriter:
         """Writes `entries` (stages); the sources section is kept as read unless given."""

@@ -6,10 +6,10 @@ import os
 import sys
 
 from rich.console import Console
-from rich.markup import escape
 
 from ..decision import RESTORE, RUN
 from ..reporter import Reporter
+from ..safetext import markup_escape as escape
 
 FATE_STYLE = {RUN: "yellow", RESTORE: "cyan", "skip": "green"}
 FATE_WORD = {RUN: "run", RESTORE: "restore", "skip": "up to date"}
@@ -120,6 +120,10 @@ class ConsoleReporter(Reporter):
                 parts.append(f"{len(items)} {label}")
         if s.interrupted:
             parts.append("interrupted")
+        for item in getattr(s, "untrusted", ()):
+            self.err.print(f"[yellow]not trusted, not used:[/] {escape(item)}")
+        if getattr(s, "untrusted", ()):
+            parts.append(f"{len(s.untrusted)} remote run records not trusted")
         self.say(", ".join(parts) if parts else "nothing to build")
 
 

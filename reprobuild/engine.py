@@ -432,7 +432,8 @@ class Builder:
             if current is None or self.p.cache.has(current):
                 continue
             made = locked.get(dmod.lock_path(out.path, current))
-            if not out.cache and made and made.get("hash") == current.hash:
+            as_locked = bool(made) and made.get("hash") == current.hash
+            if not out.cache and as_locked:
                 continue  # the stage's own uncached out, as the lockfile records it
             try:
                 saved = self.p.cache.insert(
@@ -440,6 +441,8 @@ class Builder:
                 )
             except (UnsafeOut, NotRegularFile):
                 continue  # a link out of the workspace or a FIFO: no bytes of ours to keep
+            if as_locked:
+                continue  # what the lockfile records (a fresh clone's committed out): kept quietly
             where = self.p.cache.object_path(saved.hash, saved.is_dir)
             self.reporter.warning(
                 f"stage '{stage.name}': out '{out.path}' differs from the lockfile and was in "

@@ -14,16 +14,35 @@ Layout (shared with remotes):
 Run record (JSON, one per successful run or commit):
 
     {"schema": 1, "key": KEY, "stage": NAME,
-     "outs": {PATH: {"hash": H, "size": N[, "nfiles": N]}}[,
-     "profile": {...}]}
+     "outs": {PATH: {"hash": H, "size": N[, "nfiles": N][, "mode": M]}}
+     [, "profile": {...}][, "signature": {"key": "ed25519:...", "sig": "..."}][, "pulled": true]}
 
-PATH is relative to the pipeline folder (folders end in '/'). `profile` is
-the machine profile of the run (machine.py: CPU, SIMD, BLAS, numeric
-variables); records written by `commit`, by older versions or pulled from a
-remote may lack it. It is what tells two machines apart when one key gave
-two results (alarm.py). A record is
-only used when every object it names is present; a record that does not
-parse, or names a path outside the pipeline's workspace, is ignored.
+PATH is relative to the pipeline folder (folders end in '/'). MODE is a file
+out's permission bits (an int, e.g. 493 for 0755), restored with it; a
+folder's manifest keeps each file's exec bit. `signature` is added by a
+signed push (signature.py describes what it covers; not the profile).
+`profile` is the machine profile of the run (machine.py: CPU, SIMD, BLAS,
+numeric variables); records written by `commit`, by older versions or pulled
+from a remote may lack it. It tells two machines apart when one key gave two
+results (alarm.py). `pulled` marks a record
+that came from a remote: with trusted keys configured it is used only while
+a trusted key's signature holds (one pulled before the keys were set is not);
+records this machine made are always used. A record is only used
+when every object it names is present; a record that does not parse, names
+a path outside the pipeline's workspace, or holds a malformed hash, size or
+mode is ignored.
+
+Modes. An object keeps the read bits of the file it came from (at least the
+owner's): a private (0600) output gives a 0400 object, never a world-readable
+one. A cache folder that is group-writable is shared by a group: the folders
+and the lock file reprobuild creates in it take the cache folder's group and
+permissions, so every member can build with it.
+
+What enters the cache: only regular files (a FIFO, socket or device is
+refused without being opened for a blocking read), and nothing reached
+through a symlink that leads out of the workspace, into its `.git`, or into
+the cache itself (objects excepted: `link: symlink` outs point there). The
+temp sweep removes only files named as reprobuild names its temps.
 
 Objects are never modified in place: an insert writes `tmp/<random>`, checks
 the hash, and renames. Every restore re-hashes the bytes it copies and
@@ -38,6 +57,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import stat as stat_mod
 import tempfile
 import time
@@ -55,6 +75,11 @@ from .hashing import Meta
 RUN_SCHEMA = 1
 PARALLEL_FROM, COPY_THREADS = 64, 8  # folders of more files than this are stored on threads
 TMP_MAX_AGE = 24 * 3600  # a temp file this old belongs to a process that died
+TMP_PREFIX = "rb-tmp-"  # every temp reprobuild makes in cache/tmp starts so (or ".tmp-")
+# mkstemp adds 8 characters of [a-z0-9_]; atomic_write uses ".tmp-" + those + "-NAME"
+_OUR_TMP = re.compile(r"(rb-tmp-[a-z]*-?|\.tmp-)[a-z0-9_]{8}(-.*)?\Z")
+_OBJECT_NAME = re.compile(r"[0-9a-f]{30}(\.dir)?\Z")
+_HEX2 = re.compile(r"[0-9a-f]{2}\Z")
 try:
     import fcntl
 
@@ -69,6 +94,10 @@ class CorruptObject(Exception):
 
 class MissingObject(Exception):
     pass
+
+
+class UnsafeOut(CacheError):
+    """An out that must not enter the cache (a symlink out of the workspace)."""
 
 
 @dataclass
@@ -87,12 +116,63 @@ class Cache:
         self.tmp = self.root / "tmp"
         self.quarantine_dir = self.root / "quarantine"
         self._reflink_ok = fcntl is not None
+        self._shared: tuple[int, int] | None | bool = False  # (mode, gid) of a group cache
+        self.trust = None  # signature.Trust: what a pulled run record must be signed by
+
+    # -- a cache shared by a group -------------------------------------------------
+
+    def shared(self) -> tuple[int, int] | None:
+        """(folder mode, gid) when the cache folder is group-writable, else None."""
+        if self._shared is False:
+            try:
+                st = os.stat(self.root)
+                group = bool(st.st_mode & 0o020)
+                self._shared = (stat_mod.S_IMODE(st.st_mode), st.st_gid) if group else None
+            except OSError:
+                return None
+        return self._shared
+
+    def make_dirs(self, folder: Path) -> None:
+        """mkdir -p inside the cache; in a group cache new folders follow the cache folder."""
+        folder = Path(folder)
+        if folder.is_dir():
+            return
+        shared = self.shared()
+        if shared is None:
+            folder.mkdir(parents=True, exist_ok=True)
+            return
+        missing = []
+        probe = folder
+        while not probe.exists() and probe != probe.parent:
+            missing.append(probe)
+            probe = probe.parent
+        for d in reversed(missing):
+            try:
+                d.mkdir()
+            except FileExistsError:
+                continue
+            self._share(d, shared[0])
+
+    def _share(self, path, mode: int) -> None:
+        """Give `path` the cache folder's group and `mode` (best effort: its owner may differ)."""
+        mode_gid = self.shared()
+        if mode_gid is None:
+            return
+        try:
+            os.chown(path, -1, mode_gid[1])
+        except OSError:
+            pass
+        try:
+            os.chmod(path, mode)
+        except OSError:
+            pass
 
     # -- layout -------------------------------------------------------------
 
     def ensure(self) -> None:
         try:
-            self.tmp.mkdir(parents=True, exist_ok=True)
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.make_dirs(self.tmp)
             ignore = self.root / ".gitignore"
             if not ignore.exists():
                 atomic_write(ignore, b"*\n", tmp_dir=self.tmp)
@@ -121,8 +201,14 @@ class Cache:
 
     # -- insert -------------------------------------------------------------
 
-    def insert(self, path: str, hasher: hashing.Hasher) -> Meta:
-        """Store a workspace file or folder; returns its Meta."""
+    def insert(self, path: str, hasher: hashing.Hasher, workspace: str | None = None) -> Meta:
+        """Store a workspace file or folder; returns its Meta (a file's with its mode).
+
+        With `workspace` (its root), nothing reached through a symlink that
+        leads outside it (or into its .git or this cache) is stored: UnsafeOut.
+        """
+        if workspace is not None:
+            self._check_links(path, workspace)
         st = os.stat(path)
         if stat_mod.S_ISDIR(st.st_mode):
             entries = hasher.manifest(path)  # also fills the stat cache
@@ -145,8 +231,46 @@ class Cache:
             if not target.exists():
                 self._publish_bytes(hashing.manifest_bytes(entries), target)
             return meta
+        if not stat_mod.S_ISREG(st.st_mode):
+            raise hashing.NotRegularFile(path, st.st_mode)
         digest, _ = self._insert_file(path, hasher, hasher.stats.lookup(path, st))
-        return Meta(digest, st.st_size)
+        return Meta(digest, st.st_size, mode=stat_mod.S_IMODE(st.st_mode) & 0o777)
+
+    def _check_links(self, path: str, workspace: str) -> None:
+        """UnsafeOut when `path`, or a symlink below it, leads out of the workspace (or into
+        its .git, or into this cache other than its objects)."""
+        real_ws = os.path.realpath(workspace)
+        forbidden = (os.path.join(real_ws, ".git"), os.path.realpath(self.root))
+        objects = os.path.realpath(self.objects)
+
+        def check(p: str) -> None:
+            real = os.path.realpath(p)
+            if _within(real, objects):
+                return
+            if not _within(real, real_ws) or any(_within(real, f) for f in forbidden):
+                shown = os.path.relpath(p, workspace)
+                raise UnsafeOut(
+                    f"'{shown}' is a symlink to {real}, outside the workspace "
+                    "(or into .git or the cache); not stored"
+                )
+
+        check(path)
+        if not os.path.isdir(path):
+            return
+        seen = {os.path.realpath(path)}  # each linked folder walked once: loops end
+        for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
+            for name in filenames:
+                full = os.path.join(dirpath, name)
+                if os.path.islink(full) and os.path.exists(full):  # dangling: no content
+                    check(full)
+            for name in list(dirnames):
+                full = os.path.join(dirpath, name)
+                if os.path.islink(full):
+                    check(full)
+                    real = os.path.realpath(full)
+                    if real in seen:
+                        dirnames.remove(name)
+                    seen.add(real)
 
     def _insert_file(
         self, path: str, hasher: hashing.Hasher, known: str | None, sync: bool = True
@@ -155,10 +279,11 @@ class Cache:
         the caller's group commit (sync_filesystem)."""
         if known and self.object_path(known).is_file():
             return known, False
-        self.tmp.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.tmp)
+        self.make_dirs(self.tmp)
+        fd, tmp = tempfile.mkstemp(dir=self.tmp, prefix=TMP_PREFIX)
         try:
-            with os.fdopen(fd, "wb") as dst, open(path, "rb") as src:
+            with os.fdopen(fd, "wb") as dst, hashing.open_regular(path) as src:
+                src_mode = os.fstat(src.fileno()).st_mode
                 digest, _ = self._copy(src, dst)
                 if sync:
                     os.fsync(dst.fileno())
@@ -169,8 +294,9 @@ class Cache:
             if target.is_file():
                 os.unlink(tmp)
                 return digest, False
-            os.chmod(tmp, 0o444)
-            target.parent.mkdir(parents=True, exist_ok=True)
+            # the source's read bits, at least the owner's: a private file stays private
+            os.chmod(tmp, (src_mode & 0o444) | 0o400)
+            self.make_dirs(target.parent)
             os.replace(tmp, target)
             if sync:
                 fsync_dir(target.parent)
@@ -202,8 +328,8 @@ class Cache:
         return hashing.hash_stream(src, copy_to=dst)
 
     def _publish_bytes(self, data: bytes, target: Path) -> None:
-        self.tmp.mkdir(parents=True, exist_ok=True)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        self.make_dirs(self.tmp)
+        self.make_dirs(target.parent)
         atomic_write(target, data, mode=0o444, tmp_dir=self.tmp, what="manifest")
 
     # -- restore ------------------------------------------------------------
@@ -218,12 +344,9 @@ class Cache:
             self.quarantine(path)
             raise CorruptObject(digest + ".dir")
         try:
-            entries = json.loads(data)
-            for e in entries:
-                _check_relative(e["path"])
-                str(e["hash"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise CorruptObject(f"{digest}.dir: {exc}") from None
+            entries = check_manifest(json.loads(data))
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
+            raise CorruptObject(f"{digest}.dir: {str(exc)[:200]}") from None
         return entries
 
     def restore(self, meta: Meta, dest: str, hasher: hashing.Hasher | None = None) -> None:
@@ -231,7 +354,7 @@ class Cache:
         parent = os.path.dirname(dest) or "."
         os.makedirs(parent, exist_ok=True)
         if not meta.is_dir:
-            tmp = self._restore_file(meta.hash, parent, False)
+            tmp = self._restore_file(meta.hash, parent, False, meta.mode)
             remove_path(Path(dest))
             os.replace(tmp, dest)
             self._remember(hasher, dest, meta.hash)
@@ -265,25 +388,45 @@ class Cache:
         if hasher is not None and self.link == "copy":
             hasher.stats.record(path, os.stat(path), digest)
 
-    def _restore_file(self, digest: str, folder: str, executable: bool) -> str:
-        """A verified copy (or link) of the object in `folder`; returns its temp path."""
+    def _restore_file(
+        self, digest: str, folder: str, executable: bool, mode: int | None = None
+    ) -> str:
+        """A verified copy (or link) of the object in `folder`; returns its temp path.
+
+        A copy gets `mode` (a file out's recorded permission bits), else 0755 or
+        0644 by `executable`; a hardlink across filesystems (EXDEV) is a copy.
+        """
         obj = self.object_path(digest)
         if not obj.is_file():
             raise MissingObject(digest)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
         try:
-            if self.link == "copy":
-                with os.fdopen(fd, "wb") as dst, open(obj, "rb") as src:
-                    got, _ = self._copy(src, dst)
-                os.chmod(tmp, 0o755 if executable else 0o644)
-            else:
+            link = self.link
+            if link != "copy":
                 os.close(fd)
                 os.unlink(tmp)
-                got, _ = hashing.hash_file_raw(obj)
-                if self.link == "hardlink":
-                    os.link(obj, tmp)
-                else:
-                    os.symlink(obj, tmp)
+                got, _ = _hash_object(obj, digest)
+                try:
+                    if link == "hardlink":
+                        os.link(obj, tmp)
+                    else:
+                        os.symlink(obj, tmp)
+                except OSError as exc:
+                    if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+                        raise
+                    link = "copy"  # another filesystem (or links refused): copy instead
+                    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            if link == "copy":
+                try:
+                    src = open(obj, "rb")
+                except PermissionError:  # another member's private object: a miss, not a crash
+                    os.close(fd)
+                    raise MissingObject(digest) from None
+                with os.fdopen(fd, "wb") as dst, src:
+                    got, _ = self._copy(src, dst)
+                if mode is None:
+                    mode = 0o755 if executable else 0o644
+                os.chmod(tmp, mode & 0o777)
             if got != digest:
                 self.quarantine(obj)
                 raise CorruptObject(digest)
@@ -297,18 +440,18 @@ class Cache:
     def read_run(self, key: str) -> dict | None:
         """The outs of a run record, or None when absent or unusable."""
         try:
-            data = json.loads(self.run_path(key).read_bytes())
-            if data.get("schema") != RUN_SCHEMA or data.get("key") != key:
-                return None
-            outs = {}
-            for path, d in data["outs"].items():  # the engine checks them against the stage's outs
-                meta = Meta.from_lock(d)
-                if meta is None:
-                    return None
-                outs[path] = meta
-            return outs
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            doc = json.loads(self.run_path(key).read_bytes())
+        except (OSError, ValueError, RecursionError):
             return None
+        parsed = parse_run_doc(doc, key)
+        if parsed is None:
+            return None
+        stage, outs = parsed
+        if self.trust and doc.get("pulled"):
+            signed = {p: m.to_record() for p, m in outs.items()}
+            if self.trust.check(doc, key, stage, signed) is not None:
+                return None  # pulled before trusted keys were set, or not signed by one
+        return outs  # the engine checks them against the stage's outs
 
     def read_run_profile(self, key: str) -> dict | None:
         """The machine profile a run record holds, if any."""
@@ -319,19 +462,29 @@ class Cache:
             return None
 
     def write_run(
-        self, key: str, stage: str, outs: dict[str, Meta], profile: dict | None = None
+        self,
+        key: str,
+        stage: str,
+        outs: dict[str, Meta],
+        signature: dict | None = None,
+        pulled: bool = False,
+        profile: dict | None = None,
     ) -> None:
         record = {
             "schema": RUN_SCHEMA,
             "key": key,
             "stage": stage,
-            "outs": {p: m.to_lock() for p, m in sorted(outs.items())},
+            "outs": {p: m.to_record() for p, m in sorted(outs.items())},
         }
         if profile:
             record["profile"] = profile
+        if signature is not None:
+            record["signature"] = signature
+        if pulled:
+            record["pulled"] = True
         target = self.run_path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp.mkdir(parents=True, exist_ok=True)
+        self.make_dirs(target.parent)
+        self.make_dirs(self.tmp)
         atomic_write(
             target,
             json.dumps(record, sort_keys=True, indent=1).encode(),
@@ -349,7 +502,13 @@ class Cache:
         this cache) has just stored but not yet named in a lockfile.
         """
         self.ensure()
-        fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        lock = self.root / "lock"
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 if self.shared() else 0o644)
+            if self.shared():
+                self._share(lock, 0o664 | (self.shared()[0] & 0o006))
+        except PermissionError:  # made by another member of the group: flock needs no write
+            fd = os.open(lock, os.O_RDONLY)
         mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
         try:
             try:
@@ -365,7 +524,7 @@ class Cache:
     # -- upkeep -------------------------------------------------------------
 
     def quarantine(self, path: Path) -> None:
-        self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+        self.make_dirs(self.quarantine_dir)
         rel = Path(path).relative_to(self.objects)
         try:
             os.replace(path, self.quarantine_dir / str(rel).replace(os.sep, ""))
@@ -378,9 +537,11 @@ class Cache:
             return
         for sub in sorted(os.listdir(self.objects)):
             folder = self.objects / sub
-            if not folder.is_dir():
-                continue
+            if not _HEX2.match(sub) or not folder.is_dir():
+                continue  # not reprobuild's: gc must never touch it
             for name in sorted(os.listdir(folder)):
+                if not _OBJECT_NAME.match(name):
+                    continue
                 is_dir = name.endswith(".dir")
                 yield folder / name, sub + (name[:-4] if is_dir else name), is_dir
 
@@ -389,20 +550,27 @@ class Cache:
             return
         for sub in sorted(os.listdir(self.runs)):
             folder = self.runs / sub
-            if folder.is_dir():
+            if _HEX2.match(sub) and folder.is_dir():
                 for name in sorted(os.listdir(folder)):
-                    yield folder / name, sub + name
+                    if re.fullmatch(r"[0-9a-f]{30}", name):
+                        yield folder / name, sub + name
 
     def sweep_tmp(self, max_age: float = TMP_MAX_AGE) -> int:
-        """Remove temp files left by killed processes (old enough to be nobody's)."""
+        """Remove temp files left by killed processes (old enough to be nobody's).
+
+        Only regular files named as reprobuild names its temps: a `--cache-dir`
+        pointed at a folder that already had a `tmp/` loses nothing of it.
+        """
         swept = 0
         if not self.tmp.is_dir():
             return 0
         cutoff = time.time() - max_age
         for entry in os.scandir(self.tmp):
             try:
+                if not _OUR_TMP.match(entry.name) or not entry.is_file(follow_symlinks=False):
+                    continue
                 if entry.stat(follow_symlinks=False).st_mtime < cutoff:
-                    remove_path(Path(entry.path))
+                    os.unlink(entry.path)
                     swept += 1
             except OSError:
                 pass
@@ -438,5 +606,70 @@ UMASK = _read_umask()  # read once, at import: os.umask is process-wide, not thr
 
 
 def _check_relative(path: str) -> None:
-    if not isinstance(path, str) or path.startswith("/") or ".." in path.split("/") or "\\" in path:
-        raise ValueError(f"unsafe path in cache record: {path!r}")
+    """A relative path that stays where it is put: no '/' start, '', '.', '..', NUL or '\\'."""
+    if (
+        not isinstance(path, str)
+        or path.startswith("/")
+        or "\\" in path
+        or "\0" in path
+        or any(part in ("", ".", "..") for part in path.split("/"))
+    ):
+        raise ValueError(f"unsafe path in cache record: {path!r:.200}")
+
+
+def check_manifest(entries) -> list[dict]:
+    """The entries of a folder manifest, or ValueError when one could escape the folder,
+    collide with another (`a` and `a/b`), or has a malformed hash or size."""
+    if not isinstance(entries, list):
+        raise ValueError("a manifest is a list")
+    paths = set()
+    for e in entries:
+        if not isinstance(e, dict):
+            raise ValueError("a manifest entry is a mapping")
+        _check_relative(e["path"])
+        if Meta.from_lock(e) is None or not isinstance(e.get("exec", False), bool):
+            raise ValueError(f"bad manifest entry {e!r:.80}")
+        if e["path"] in paths:
+            raise ValueError(f"{e['path']!r:.200} twice in a manifest")
+        paths.add(e["path"])
+    for p in paths:
+        parts = p.split("/")
+        for i in range(1, len(parts)):
+            if "/".join(parts[:i]) in paths:
+                raise ValueError(f"{'/'.join(parts[:i])!r:.200} is both a file and a folder")
+    return entries
+
+
+def parse_run_doc(doc, key: str) -> tuple[str, dict[str, Meta]] | None:
+    """(stage, outs) of a parsed run record for `key`, or None when it is malformed."""
+    try:
+        if (
+            not isinstance(doc, dict)
+            or doc.get("schema") != RUN_SCHEMA
+            or doc.get("key") != key
+            or not isinstance(doc.get("stage"), str)
+            or not isinstance(doc.get("outs"), dict)
+        ):
+            return None
+        outs = {}
+        for path, d in doc["outs"].items():
+            _check_relative(path[:-1] if path.endswith("/") else path)
+            meta = Meta.from_record(d)
+            if meta is None or path.endswith("/") != meta.is_dir:
+                return None
+            outs[path] = meta
+        return doc["stage"], outs
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(os.path.join(folder, ""))
+
+
+def _hash_object(obj: Path, digest: str):
+    """Hash an object to link it; unreadable (another member's private object) is a miss."""
+    try:
+        return hashing.hash_file_raw(obj)
+    except PermissionError:
+        raise MissingObject(digest) from None

@@ -15,7 +15,8 @@ import os
 from dataclasses import dataclass, field
 
 from . import environment, hashing
-from .hashing import Meta
+from .errors import PipelineError
+from .hashing import Meta, NotRegularFile
 from .pipeline import Stage
 
 KEY_SCHEMA = 1
@@ -113,7 +114,7 @@ class Prober:
                 if pending and pending(dep.path):
                     unknown.append(dep.path)
                     continue
-                meta = self.meta(dep.path)
+                meta = self._meta_of(stage, "code" if group == "code" else "dep", dep)
                 if meta is None:
                     unknown.append(dep.path)
                     continue
@@ -136,6 +137,16 @@ class Prober:
             env_via=via,
         )
 
+    def _meta_of(self, stage: Stage, what: str, item) -> Meta | None:
+        """meta(), refusing a FIFO, socket or device: reading one could block the build forever."""
+        try:
+            return self.meta(item.path)
+        except NotRegularFile as exc:
+            raise PipelineError(
+                f"{what} '{item.path}' is {exc.kind}; only files and folders can be a {what}",
+                stage=stage.name,
+            ) from None
+
     def _env_file_hash(self, rel: str) -> str | None:
         meta = self.meta(rel)
         return meta.hash if meta else None
@@ -145,7 +156,7 @@ class Prober:
         reasons = []
         for out in stage.outs:
             locked = locked_outs.get(out.path) or locked_outs.get(out.path + "/")
-            meta = self.meta(out.path)
+            meta = self._meta_of(stage, "out", out)
             if meta is None:
                 reasons.append(f"out missing: {out.path}")
             elif locked is None or locked.get("hash") != meta.hash:

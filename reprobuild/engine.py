@@ -17,12 +17,12 @@ from pathlib import Path
 from . import alarm as alarm_mod
 from . import decision as dmod
 from . import gitignore, sources
-from .cache import CorruptObject, MissingObject
+from .cache import CorruptObject, MissingObject, UnsafeOut
 from .decision import RESTORE, RUN, SKIP, Decision
 from .errors import UsageError
 from .executors import Job, OutSpec
 from .fsutil import remove_path
-from .hashing import Meta
+from .hashing import HEX32, Meta, NotRegularFile
 from .project import Project
 from .reporter import Reporter
 from .wslock import workspace_lock
@@ -57,6 +57,7 @@ class Summary:
     blocked: list[str] = field(default_factory=list)
     interrupted: bool = False
     alarms: list = field(default_factory=list)  # alarm.Alarm: same key, different bytes
+    untrusted: list[str] = field(default_factory=list)  # "stage (why)": remote records refused
 
     @property
     def ok(self) -> bool:
@@ -262,6 +263,10 @@ class Builder:
             executor.shutdown()
             for release in self.claims.values():
                 release()
+        if self.remote is not None:
+            self.summary.untrusted = [
+                f"{why}: run record {key}" for key, why in sorted(self.remote.untrusted.items())
+            ]
         alarm_mod.prune(self.p.ws.state_dir, self.entries)
         self.reporter.build_finished(self.summary)
         return self.summary
@@ -379,6 +384,7 @@ class Builder:
             cache_root=str(self.p.cache.root),
             link=self.p.cache.link,
             env=self._env_request(stage),
+            workspace=str(self.p.ws.root),
         )
         self.reporter.stage_started(d)
         running[executor.submit(job)] = (d, job)
@@ -426,9 +432,17 @@ class Builder:
             if current is None or self.p.cache.has(current):
                 continue
             made = locked.get(dmod.lock_path(out.path, current))
-            if not out.cache and made and made.get("hash") == current.hash:
+            as_locked = bool(made) and made.get("hash") == current.hash
+            if not out.cache and as_locked:
                 continue  # the stage's own uncached out, as the lockfile records it
-            saved = self.p.cache.insert(self.p.prober.abspath(out.path), self.p.hasher)
+            try:
+                saved = self.p.cache.insert(
+                    self.p.prober.abspath(out.path), self.p.hasher, str(self.p.ws.root)
+                )
+            except (UnsafeOut, NotRegularFile):
+                continue  # a link out of the workspace or a FIFO: no bytes of ours to keep
+            if as_locked:
+                continue  # what the lockfile records (a fresh clone's committed out): kept quietly
             where = self.p.cache.object_path(saved.hash, saved.is_dir)
             self.reporter.warning(
                 f"stage '{stage.name}': out '{out.path}' differs from the lockfile and was in "
@@ -481,6 +495,9 @@ class Builder:
             rel = os.path.relpath(result.missing_out, self.p.ws.dir).replace(os.sep, "/")
             self._fail(name, f"out missing after run: {rel}")
             return False
+        if result.refused:
+            self._fail(name, f"out refused: {result.refused}")
+            return False
         for path, *entry in result.stats:
             self.p.hasher.stats.entries[path] = list(entry)
             self.p.hasher.stats.dirty = True
@@ -524,7 +541,7 @@ class Builder:
     ) -> None:
         entry = d.state.lock_entry(dict(sorted(outs.items())))
         if write_run:
-            self.p.cache.write_run(d.state.key, d.stage, outs, profile)
+            self.p.cache.write_run(d.state.key, d.stage, outs, profile=profile)
         self.entries[d.stage] = entry
         self.writer.update(d.stage, entry)
 
@@ -607,11 +624,14 @@ def commit(
             outs = {}
             for out in stage.outs:
                 path = project.prober.abspath(out.path)
-                meta = (
-                    project.cache.insert(path, project.hasher)
-                    if out.cache
-                    else project.hasher.path(path)
-                )
+                try:
+                    meta = (
+                        project.cache.insert(path, project.hasher, str(project.ws.root))
+                        if out.cache
+                        else project.hasher.path(path)
+                    )
+                except (UnsafeOut, NotRegularFile) as exc:
+                    raise UsageError(f"stage '{name}': out '{out.path}' refused: {exc}") from None
                 outs[dmod.lock_path(out.path, meta)] = meta
             if all(o.cache for o in stage.outs) and project.cache.read_run(state.key) is None:
                 project.cache.write_run(state.key, name, outs)
@@ -667,12 +687,17 @@ def checkout(
             entry = entries.get(name) or {}
             stage = project.pipeline.stages.get(name)
             declared = {o.path for o in stage.outs} if stage else set()
+            key = entry.get("key")
+            # the run record keeps each file out's mode (the lockfile does not)
+            record = project.cache.read_run(key) if HEX32.match(str(key)) else None
             for path, d in sorted((entry.get("outs") or {}).items()):
                 meta = Meta.from_lock(d)
                 rel = path.rstrip("/")
                 if meta is None or rel not in declared:
                     result.ignored.append(f"{name}: {rel}")
                     continue
+                if record and path in record and record[path] == meta:
+                    meta = record[path]
                 _checkout_one(project, name, rel, meta, force, result)
         project.save_stats()
     return result

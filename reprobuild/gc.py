@@ -34,24 +34,28 @@ class GcResult:
     envs: list[str] = field(default_factory=list)  # uv-built environments (envs.py)
 
 
-def workspace_lockfiles(root: Path, cache_root: Path) -> list[Path]:
-    found = []
+def workspace_lockfiles(root: Path, cache_root: Path, extra=()) -> list[Path]:
+    """Every NAME.lock beside a NAME.yaml below root, hidden folders included (`.ml/`), and
+    `extra`."""
+    found = [Path(p) for p in extra if Path(p).is_file()]
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(
-            d
-            for d in dirnames
-            if not d.startswith(".") and Path(dirpath, d) != cache_root and d != STATE_DIR
+            d for d in dirnames if d not in (".git", STATE_DIR) and Path(dirpath, d) != cache_root
         )
         for name in filenames:  # NAME.lock beside its pipeline file NAME.yaml
+            found_here = Path(dirpath, name)
             if name.endswith(".lock") and name[:-5] + ".yaml" in filenames:
-                found.append(Path(dirpath, name))
+                if found_here not in found:
+                    found.append(found_here)
     return found
 
 
-def kept_entries(root: Path, cache_root: Path, all_commits: bool) -> tuple[list[dict], int]:
+def kept_entries(
+    root: Path, cache_root: Path, all_commits: bool, extra=()
+) -> tuple[list[dict], int]:
     """Stage entries of every kept lockfile, and how many lockfile versions were read."""
     entries, versions = [], 0
-    files = workspace_lockfiles(root, cache_root)
+    files = workspace_lockfiles(root, cache_root, extra)
     for path in files:
         stages, sources, problem = lockfile.read_all(path)
         if problem:  # e.g. merge-conflict markers: what it names is unknown, so keep everything
@@ -66,7 +70,7 @@ def kept_entries(root: Path, cache_root: Path, all_commits: bool) -> tuple[list[
     versions += exp_versions
     if all_commits:
         top = gitrev.require_repo(root)
-        paths = {str(p.relative_to(top)) for p in files}
+        paths = {str(p.resolve().relative_to(top.resolve())) for p in files}
         for rel in sorted(paths):
             for commit in gitrev.commits_touching(top, rel):
                 text = gitrev.show(top, commit, rel)
@@ -106,8 +110,11 @@ def _experiment_entries(root: Path, files: list[Path]) -> tuple[list[dict], int]
     return entries, versions
 
 
-def collect(cache: Cache, root: Path, all_commits: bool = False, dry_run: bool = False) -> GcResult:
-    entries, versions = kept_entries(root, cache.root, all_commits)
+def collect(
+    cache: Cache, root: Path, all_commits: bool = False, dry_run: bool = False, extra=()
+) -> GcResult:
+    """`extra`: lockfiles kept wherever they are (the one of the pipeline gc was pointed at)."""
+    entries, versions = kept_entries(root, cache.root, all_commits, extra)
     keep_objects: set[tuple[str, bool]] = set()
     keep_runs: set[str] = set()
     for entry in entries:
@@ -130,8 +137,7 @@ def collect(cache: Cache, root: Path, all_commits: bool = False, dry_run: bool =
         result.objects.append(digest + (".dir" if is_dir else ""))
         result.bytes += path.stat().st_size
         if not dry_run:
-            os.chmod(path, 0o644)
-            path.unlink()
+            path.unlink()  # needs the folder's write permission only (a group cache)
     for path, key in list(cache.iter_runs()):
         if key in keep_runs:
             continue

@@ -9,23 +9,31 @@
   folders and `.pyc` files, which Python writes while a stage runs. The same manifest is stored in
   the cache as the `<hash>.dir` object.
 
-Stat cache (`<cache>/statcache.json`): a JSON object `{"schema": 1,
-"entries": {ABSOLUTE_PATH: [inode, size, mtime_ns, hash]}}`. A file whose
-inode, size and mtime_ns all match is not read again. An entry is kept only
-when the file's mtime is at least RACY_NS older than the moment it was hashed:
-a file written again within the filesystem's timestamp granularity could
-otherwise keep a stale hash (git's "racy clean" problem). The file is a cache:
-when unreadable it is ignored, and it is written atomically.
+Stat cache (`<cache>/statcache.json`): a JSON object `{"schema": 2,
+"entries": {ABSOLUTE_PATH: [inode, size, mtime_ns, ctime_ns, hash]}}`. A file
+whose inode, size, mtime_ns and ctime_ns all match is not read again. The
+ctime is there because anyone can set a file's mtime back after an edit
+(`touch -d`, `cp -p`, a restored archive), but not its ctime. An entry is kept
+only when the file's mtime is at least RACY_NS older than the moment it was
+hashed: a file written again within the filesystem's timestamp granularity
+could otherwise keep a stale hash (git's "racy clean" problem).
+The file is a cache: when unreadable or of another schema it is ignored, and
+it is written atomically.
+
+Only regular files are read: a FIFO, socket or device (whose open or read
+could block forever) is refused with NotRegularFile, opened without
+blocking so that even one swapped in after the stat cannot hang a build.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import stat as stat_mod
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import xxhash
@@ -34,7 +42,31 @@ from .fsutil import atomic_write
 
 CHUNK = 4 * 1024 * 1024
 RACY_NS = 1_000_000_000
-STATCACHE_SCHEMA = 1
+STATCACHE_SCHEMA = 2
+HEX32 = re.compile(r"[0-9a-f]{32}\Z")
+
+
+class NotRegularFile(OSError):
+    """A path that is a FIFO, socket or device: never opened for reading (it could block)."""
+
+    def __init__(self, path: str, mode: int):
+        super().__init__(f"{path} is {file_kind(mode)}, not a file or folder")
+        self.path = path
+        self.kind = file_kind(mode)
+
+
+def file_kind(mode: int) -> str:
+    for test, name in (
+        (stat_mod.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat_mod.S_ISSOCK, "a socket"),
+        (stat_mod.S_ISCHR, "a character device"),
+        (stat_mod.S_ISBLK, "a block device"),
+        (stat_mod.S_ISDIR, "a folder"),
+        (stat_mod.S_ISLNK, "a symlink"),
+    ):
+        if test(mode):
+            return name
+    return "a regular file" if stat_mod.S_ISREG(mode) else "not a regular file"
 
 
 @dataclass(frozen=True)
@@ -44,6 +76,8 @@ class Meta:
     hash: str
     size: int
     nfiles: int | None = None  # folders only
+    # permission bits of a file out (run records only; a folder's manifest has exec bits)
+    mode: int | None = field(default=None, compare=False)
 
     @property
     def is_dir(self) -> bool:
@@ -55,11 +89,38 @@ class Meta:
             d["nfiles"] = self.nfiles
         return d
 
+    def to_record(self) -> dict:
+        """As a run record stores it: the lockfile's fields, and a file's mode."""
+        d = self.to_lock()
+        if self.mode is not None and self.nfiles is None:
+            d["mode"] = self.mode
+        return d
+
     @classmethod
     def from_lock(cls, d) -> Meta | None:
+        """None unless a 32-hex hash, a whole size >= 0 and, for folders, a whole nfiles >= 0:
+        a hostile lockfile or record must not name a path through its hash, or crash a reader."""
         if not isinstance(d, dict) or not isinstance(d.get("hash"), str):
             return None
-        return cls(d["hash"], int(d.get("size", 0)), d.get("nfiles"))
+        size, nfiles = d.get("size", 0), d.get("nfiles")
+        if not HEX32.match(d["hash"]) or not _whole(size) or not (nfiles is None or _whole(nfiles)):
+            return None
+        return cls(d["hash"], size, nfiles)
+
+    @classmethod
+    def from_record(cls, d) -> Meta | None:
+        """from_lock, plus the mode a run record keeps for a file out (permission bits only)."""
+        meta = cls.from_lock(d)
+        mode = d.get("mode") if meta is not None else None
+        if meta is None or mode is None:
+            return meta
+        if not _whole(mode) or mode > 0o777 or meta.is_dir:
+            return None
+        return cls(meta.hash, meta.size, None, mode)
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 63
 
 
 def hash_bytes(data: bytes) -> str:
@@ -98,8 +159,22 @@ def _buffer() -> tuple[bytearray, memoryview]:
 
 
 def hash_file_raw(path, on_chunk=None) -> tuple[str, int]:
-    with open(path, "rb", buffering=0) as f:
+    with open_regular(path) as f:
         return hash_stream(f, on_chunk=on_chunk)
+
+
+def open_regular(path):
+    """A regular file opened for binary reading; NotRegularFile (without blocking) otherwise."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat_mod.S_ISREG(st.st_mode):
+            raise NotRegularFile(os.fspath(path), st.st_mode)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb", buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def manifest_bytes(entries: list[dict]) -> bytes:
@@ -118,19 +193,28 @@ class StatCache:
                     data = json.load(f)
                 if data.get("schema") == STATCACHE_SCHEMA and isinstance(data.get("entries"), dict):
                     self.entries = data["entries"]
-            except (OSError, ValueError, AttributeError):
+            except (OSError, ValueError, AttributeError, RecursionError):
                 pass  # missing or corrupt: just a cold cache
 
     def lookup(self, path: str, st: os.stat_result) -> str | None:
         e = self.entries.get(path)
-        if e and e[0] == st.st_ino and e[1] == st.st_size and e[2] == st.st_mtime_ns:
-            return e[3]
+        if (
+            isinstance(e, list)
+            and len(e) == 5
+            and e[0] == st.st_ino
+            and e[1] == st.st_size
+            and e[2] == st.st_mtime_ns
+            and e[3] == st.st_ctime_ns
+            and isinstance(e[4], str)
+            and HEX32.match(e[4])
+        ):
+            return e[4]
         return None
 
     def record(self, path: str, st: os.stat_result, digest: str) -> None:
         if time.time_ns() - st.st_mtime_ns < RACY_NS:
             return
-        self.entries[path] = [st.st_ino, st.st_size, st.st_mtime_ns, digest]
+        self.entries[path] = [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, digest]
         self.dirty = True
 
     def save(self) -> None:
@@ -169,6 +253,8 @@ class Hasher:
 
     def file(self, path: str, st: os.stat_result | None = None) -> Meta:
         st = st or os.stat(path)
+        if not stat_mod.S_ISREG(st.st_mode):
+            raise NotRegularFile(path, st.st_mode)
         digest = self.stats.lookup(path, st)
         if digest is None:
             if self.progress is not None and st.st_size >= self.LARGE:

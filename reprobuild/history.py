@@ -48,6 +48,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from . import gitrev, lockfile
+from .hashing import HEX32
 
 SCHEMA = 1
 WORKSPACE = "workspace"
@@ -278,7 +279,7 @@ def _revision_bytes(project, rev: str, path: str, meta) -> bytes:
     if text is not None:
         return text.encode()
     digest = meta.get("hash") if isinstance(meta, dict) else None
-    if digest:
+    if isinstance(digest, str) and HEX32.match(digest):  # never a path a lockfile made up
         try:
             return project.cache.object_path(digest).read_bytes()
         except OSError:

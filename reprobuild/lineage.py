@@ -168,8 +168,9 @@ def short(digest) -> str:
 def tree(lineage: Lineage):
     """A rich Tree: the artifact, its maker, and each dep's maker below it (a stage met twice
     is shown once, then named)."""
-    from rich.markup import escape
     from rich.tree import Tree
+
+    from .safetext import markup_escape as escape
 
     flag = "  [red]out of date[/]" if lineage.out_of_date else "  [green]up to date[/]"
     root = Tree(
@@ -181,7 +182,7 @@ def tree(lineage: Lineage):
 
 
 def _stage_branch(parent, lineage: Lineage, name: str, shown: set) -> None:
-    from rich.markup import escape
+    from .safetext import markup_escape as escape
 
     entry = lineage.stages[name]
     state = (

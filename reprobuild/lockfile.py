@@ -23,6 +23,16 @@ It is written atomically (temp file + rename). A lockfile that cannot be
 read, or of another schema, is not an error: it means "rebuild everything",
 and the reader says so.
 
+A lockfile comes from git, so from anyone who can open a pull request: it
+is read as hostile input. Aliases are expanded under a budget (MAX_NODES
+plus the text's length), so an alias bomb is refused at once; a value YAML
+cannot construct (an integer of 5,001 digits) makes the whole file unusable
+(a warning, every stage new); a stage whose key is not 32 hex digits, and a
+code, dep or out entry, or a tracked source, whose path is absolute, holds `..`, or whose hash is
+not 32 hex digits or size not a whole number, is dropped with a warning, so
+no command ever reads or prints a path outside the workspace because a
+lockfile named it.
+
 Parsed copy (`.reprobuild/NAME.lock.json`): `{"lock_hash": XXH3 of the lockfile's
 bytes, "stages": {...}, "sources": {...}}`. Parsing YAML costs ~100 ms for 1,000 stages, JSON
 a tenth of that, so a no-op build reads the copy whenever its hash matches
@@ -34,13 +44,16 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import time
 from pathlib import Path
 
 from .fsutil import atomic_write
-from .hashing import hash_bytes
+from .hashing import HEX32, Meta, hash_bytes
 
 SCHEMA = 1
+MAX_NODES = 1_000_000  # as yamlio's budget for pipeline files, plus the text's length
+log = logging.getLogger(__name__)
 ENTRY_ORDER = ("key", "cmd", "wdir", "code", "deps", "params", "env", "outs")
 
 
@@ -92,10 +105,11 @@ def read_all(path: Path, parsed_copy: Path | None = None) -> tuple[dict, dict, s
         copy = json.loads(parsed_copy.read_bytes())
         if copy.get("lock_hash") == digest:
             return copy["stages"], copy.get("sources", {}), None
-    except (OSError, ValueError, AttributeError, KeyError):
+    except (OSError, ValueError, AttributeError, KeyError, RecursionError):
         pass
-    stages, sources, problem = parse_all(text, path.name)
-    if not problem:
+    dropped: list[str] = []
+    stages, sources, problem = parse_all(text, path.name, dropped)
+    if not problem and not dropped:  # a file with dropped entries warns at every read
         _save_copy(parsed_copy, digest, stages, sources)
     return stages, sources, problem
 
@@ -110,17 +124,38 @@ def _save_copy(parsed_copy: Path, digest: str, stages: dict, sources: dict) -> N
         pass  # only a cache
 
 
-def parse(text: str, name: str = "reprobuild.lock") -> tuple[dict, str | None]:
-    stages, _, problem = parse_all(text, name)
+def parse(
+    text: str, name: str = "reprobuild.lock", dropped: list[str] | None = None
+) -> tuple[dict, str | None]:
+    """(stages, problem); unsafe entries are left out, each named in a warning (and `dropped`)."""
+    stages, _, problem = parse_all(text, name, dropped)
     return stages, problem
 
 
-def parse_all(text: str, name: str = "reprobuild.lock") -> tuple[dict, dict, str | None]:
-    yaml, _Loader, _ = _yaml()
+def parse_all(
+    text: str, name: str = "reprobuild.lock", dropped: list[str] | None = None
+) -> tuple[dict, dict, str | None]:
+    """(stages, sources, problem); unsafe entries are left out, each named in a warning."""
+    yaml = _yaml()[0]
     try:
-        data = yaml.load(text, Loader=_Loader)
+        data = _load(text)
     except yaml.YAMLError:
         return {}, {}, f"{name} is not valid YAML; treating every stage as new"
+    except _TooBig:
+        return (
+            {},
+            {},
+            (
+                f"{name} expands to more than {MAX_NODES + len(text):,} values (an alias bomb?); "
+                "treating every stage as new"
+            ),
+        )
+    except (ValueError, OverflowError, RecursionError, TypeError) as exc:
+        return (
+            {},
+            {},
+            f"{name} holds a value that cannot be read ({str(exc)[:80]}); treating every stage as new",
+        )
     if data is None:
         return {}, {}, None
     if (
@@ -130,17 +165,77 @@ def parse_all(text: str, name: str = "reprobuild.lock") -> tuple[dict, dict, str
         or not isinstance(data.get("sources", {}), dict)
     ):
         return {}, {}, f"{name} has an unknown format or schema; treating every stage as new"
-    stages = {
-        k: v
-        for k, v in (data.get("stages") or {}).items()
-        if isinstance(v, dict) and isinstance(v.get("key"), str)
-    }
-    sources = {
-        k: v
-        for k, v in (data.get("sources") or {}).items()
-        if isinstance(k, str) and isinstance(v, dict) and isinstance(v.get("hash"), str)
-    }
+    dropped = [] if dropped is None else dropped
+    stages = {}
+    for stage, entry in (data.get("stages") or {}).items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("key"), str):
+            continue
+        if not isinstance(stage, str) or not HEX32.match(entry["key"]):
+            dropped.append(f"ignored {str(stage)[:80]} (its key is not 32 hex digits)")
+            continue
+        stages[stage] = _safe_entry(stage, entry, dropped)
+    sources = _safe_entry("sources", {"outs": data.get("sources") or {}}, dropped)["outs"]
+    for item in dropped:
+        log.warning("warning: %s: %s", name, item)
     return stages, sources, None
+
+
+class _TooBig(Exception):
+    pass
+
+
+def _load(text: str):
+    """yaml.load with an alias budget: nodes are counted as expanded before anything is built."""
+    yaml, _Loader, _ = _yaml()
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        budget = MAX_NODES + len(text)
+        stack = [node]
+        while stack:
+            budget -= 1
+            if budget < 0:
+                raise _TooBig
+            n = stack.pop()
+            if isinstance(n, yaml.SequenceNode):
+                stack.extend(n.value)
+            elif isinstance(n, yaml.MappingNode):
+                for k, v in n.value:
+                    stack.append(k)
+                    stack.append(v)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _safe_entry(stage: str, entry: dict, dropped: list[str]) -> dict:
+    """The entry without code/deps/outs items that name an unsafe path or a malformed hash."""
+    from .cache import _check_relative
+
+    entry = dict(entry)
+    for group in ("code", "deps", "outs"):
+        items = entry.get(group)
+        if items is None:
+            continue
+        if not isinstance(items, dict):
+            dropped.append(f"ignored {stage}: {group} (not a mapping)")
+            entry[group] = {}
+            continue
+        kept = {}
+        for path, d in items.items():
+            try:
+                _check_relative(path[:-1] if path.endswith("/") else path)
+            except (ValueError, AttributeError):
+                dropped.append(f"ignored {stage}: {str(path)[:120]} (a path leaving the workspace)")
+                continue
+            if Meta.from_lock(d) is None:
+                dropped.append(f"ignored {stage}: {path} (a malformed hash or size)")
+                continue
+            kept[path] = d
+        entry[group] = kept
+    return entry
 
 
 def dumps(stages: dict, sources: dict | None = None) -> str:

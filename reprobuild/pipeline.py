@@ -17,7 +17,7 @@ from . import codescan, templating, yamlio
 from . import params as params_mod
 from .errors import PipelineError
 from .templating import Context, TemplateError
-from .workspace import Workspace
+from .workspace import STATE_DIR, Workspace, cache_dir
 
 TOP_FIELDS = {
     "params",
@@ -29,6 +29,7 @@ TOP_FIELDS = {
     "remote",
     "executor",
     "link",
+    "trusted_keys",
 }
 STAGE_FIELDS = {
     "desc",
@@ -139,6 +140,7 @@ class Pipeline:
     link: str = "copy"
     executor: dict = field(default_factory=dict)
     params_files: tuple[str, ...] = ()  # every params file read, relative to the pipeline folder
+    trusted_keys: tuple[str, ...] = ()  # ed25519:<base64> keys whose signed run records count
     sources: tuple[Source, ...] = ()
 
     def source_of(self, path: str) -> Source | None:
@@ -149,11 +151,12 @@ class Pipeline:
         return None
 
 
-def load(ws: Workspace, seen: Observed | None = None) -> Pipeline:
-    """`seen`, when given, collects what on disk the result depends on (plancache.py)."""
+def load(ws: Workspace, cache_opt: str | None = None, seen: Observed | None = None) -> Pipeline:
+    """`cache_opt` is --cache-dir: outs may not touch the cache, wherever it is.
+    `seen`, when given, collects what on disk the result depends on (plancache.py)."""
     display = ws.display(ws.pipeline_file)
     data = yamlio.load_file(ws.pipeline_file, display)
-    return Loader(ws, display, seen).load(data)
+    return Loader(ws, display, cache_opt, seen).load(data)
 
 
 @dataclass
@@ -163,12 +166,23 @@ class Observed:
     code: set[str] = field(default_factory=set)  # absolute paths of code files read by codescan
     probes: dict[str, bool] = field(default_factory=dict)  # "isfile:P" / "exists:P" -> answer
     checked: set[str] = field(default_factory=set)  # absolute paths refused if via a symlink out
+    outs: set[str] = field(default_factory=set)  # absolute out paths, refused if in the cache
 
 
 class Loader:
-    def __init__(self, ws: Workspace, display: str, seen: Observed | None = None):
+    def __init__(
+        self,
+        ws: Workspace,
+        display: str,
+        cache_opt: str | None = None,
+        seen: Observed | None = None,
+    ):
         self.ws = ws
         self.seen = seen if seen is not None else Observed()
+        self.cache_opt = cache_opt
+        self.cache_root = str(ws.root / "cache")
+        self.real_cache = os.path.realpath(self.cache_root)
+        self.real_objects = os.path.join(self.real_cache, "objects")
         self.file = display
         self.root = str(ws.root)
         self.real_root = os.path.realpath(ws.root)
@@ -205,6 +219,7 @@ class Loader:
         if not isinstance(data, dict):
             raise self.error("the pipeline file must be a mapping", line=1)
         self.check_fields(data, TOP_FIELDS, "the pipeline file")
+        self.use_cache(data.get("cache") if isinstance(data.get("cache"), str) else None)
 
         files = self.params_files(data)
         self.params_files_data = params_mod.load_params(self.ws.dir, files, self.file)
@@ -245,7 +260,8 @@ class Loader:
             link,
             dict(executor),
             tuple(self.params_files_data),
-            self.sources(data, stages),
+            sources=self.sources(data, stages),
+            trusted_keys=self.trusted_keys(data),
         )
 
     def sources(self, data, stages: dict[str, Stage]) -> tuple[Source, ...]:
@@ -287,6 +303,33 @@ class Loader:
                         )
             found.append(Source(path, url, line))
         return tuple(found)
+
+    def use_cache(self, configured: str | None) -> None:
+        """Where the cache is (`cache:` as `configured`), for the checks of outs and links."""
+        self.cache_root = str(cache_dir(self.ws, configured, self.cache_opt))
+        self.real_cache = os.path.realpath(self.cache_root)
+        # `link: symlink` outs are links into the cache's objects, wherever the cache is
+        self.real_objects = os.path.join(self.real_cache, "objects")
+
+    def trusted_keys(self, data) -> tuple[str, ...]:
+        """`trusted_keys:` public keys, each `ed25519:<base64>` of 32 bytes (signature.py)."""
+        from .signature import parse_public  # no cryptography needed to check the form
+
+        value = data.get("trusted_keys")
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            raise self.error(
+                "`trusted_keys` must be a list of ed25519:<base64> keys", data, "trusted_keys"
+            )
+        for i, key in enumerate(value):
+            try:
+                parse_public(key)
+            except ValueError as exc:
+                raise self.error(
+                    f"trusted key '{str(key)[:60]}' is not valid: {exc}", value, i
+                ) from None
+        return tuple(dict.fromkeys(value))
 
     def params_files(self, data) -> list[str]:
         value = data.get("params")
@@ -544,10 +587,20 @@ class Loader:
             raise self.error(
                 f"out '{raw}' would contain the pipeline's own folder", container, key, stage
             )
+        full = os.path.normpath(os.path.join(self.base, path))
+        self.seen.outs.add(full)
+        cache = self.cache_clash(full)
+        if cache is not None:
+            raise self.error(
+                f"out '{raw}' would delete or overwrite the cache ({self.ws.display(cache)})",
+                container,
+                key,
+                stage,
+            )
         parts = path.split("/")
         protected = {
             ".git",
-            ".reprobuild",
+            STATE_DIR,
             "reprobuild.yaml",
             "reprobuild.lock",
             os.path.relpath(self.ws.pipeline_file, self.base),
@@ -591,7 +644,17 @@ class Loader:
         return self._folder_ok[folder]
 
     def _real_inside(self, real: str) -> bool:
-        return real == self.real_root or real.startswith(os.path.join(self.real_root, ""))
+        return _within(real, self.real_root) or _within(real, self.real_objects)
+
+    def cache_clash(self, full: str) -> str | None:
+        """The cache folder an out at `full` would delete or overwrite, if any."""
+        real = os.path.realpath(full)
+        if os.path.islink(full) and _within(real, self.real_objects):
+            real = full  # a `link: symlink` out: removing it removes the link, not the object
+        for mine, cache in ((full, self.cache_root), (real, self.real_cache)):
+            if _within(mine, cache) or _within(cache, mine):
+                return cache
+        return None
 
     def isfile(self, path) -> bool:
         found = self.seen.probes["isfile:" + str(path)] = os.path.isfile(path)
@@ -721,6 +784,10 @@ class Loader:
 
 def _overlap(a: str, b: str) -> bool:
     return a == b or a.startswith(b + "/") or b.startswith(a + "/")
+
+
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(os.path.join(folder, ""))
 
 
 def _label(value, index: int) -> str:

@@ -11,6 +11,8 @@ JSON object:
      "keys": {"<abs path>": "<XXH3-128 hex>", ...},   # pipeline, params and scanned code files
      "probes": {"isfile:<abs path>": true, "exists:<abs path>": false, ...},
      "checked": ["<abs path>", ...],     # paths that must not lead out through a symlink
+     "outs": ["<abs path>", ...],        # outs that must not touch the cache
+     "cache_at": ["<cache folder>", "<its real path>"],  # as the load saw them
      "needed": ["<path>", ...],          # deps no stage makes: must exist (graph.build)
      "pipeline": {...},                  # the Pipeline, see _encode
      "order": ["<stage>", ...],          # graph.order
@@ -19,7 +21,8 @@ JSON object:
 It is used only when every key file still has the same content (hashed
 through the stat cache, so an unchanged file is only stat-ed), every probe
 gives the same answer, every checked path still stays inside the workspace,
-every needed dep exists, and the format, version, reprobuild's own loader
+every needed dep exists, no out touches the cache, the cache is where it was
+(`cache:`, REPROBUILD_CACHE_DIR, --cache-dir), and the format, version, reprobuild's own loader
 files and the workspace folders are the same; anything else, including a
 missing, unreadable or malformed file, is a miss and the pipeline is loaded
 from its file as always (raising the same errors). A plan is saved only when
@@ -43,7 +46,16 @@ from .workspace import Workspace
 
 FORMAT = 1
 # the modules whose code decides what a pipeline file loads to
-_LOADERS = ("pipeline.py", "codescan.py", "templating.py", "params.py", "yamlio.py", "graph.py")
+_LOADERS = (
+    "pipeline.py",
+    "codescan.py",
+    "templating.py",
+    "params.py",
+    "yamlio.py",
+    "graph.py",
+    "workspace.py",
+    "signature.py",
+)
 
 
 @dataclass
@@ -90,7 +102,9 @@ def settings(doc: dict) -> tuple[str | None, str]:
     return p["cache"], p["link"]
 
 
-def check(doc: dict, ws: Workspace, hasher: Hasher, check_missing: bool) -> Plan | None:
+def check(
+    doc: dict, ws: Workspace, hasher: Hasher, check_missing: bool, cache_opt: str | None
+) -> Plan | None:
     """The stored plan if it still holds for the files on disk, else None."""
     try:
         for path, digest in doc["keys"].items():
@@ -101,9 +115,15 @@ def check(doc: dict, ws: Workspace, hasher: Hasher, check_missing: bool) -> Plan
             found = os.path.isfile(path) if kind == "isfile" else os.path.exists(path)
             if found != answer:
                 return None
-        loader = pipeline_mod.Loader(ws, "")
+        loader = pipeline_mod.Loader(ws, "", cache_opt)
+        loader.use_cache(doc["pipeline"]["cache"])
+        if [loader.cache_root, loader.real_cache] != doc["cache_at"]:
+            return None
         for full in doc["checked"]:
             if not loader.inside_real_root(os.path.dirname(full), full):
+                return None
+        for full in doc["outs"]:
+            if loader.cache_clash(full) is not None:
                 return None
         if check_missing:
             base = str(ws.dir)
@@ -117,7 +137,12 @@ def check(doc: dict, ws: Workspace, hasher: Hasher, check_missing: bool) -> Plan
 
 
 def save(
-    ws: Workspace, plan: Plan, seen: pipeline_mod.Observed, hasher: Hasher, started_ns: int
+    ws: Workspace,
+    plan: Plan,
+    seen: pipeline_mod.Observed,
+    hasher: Hasher,
+    started_ns: int,
+    cache_opt: str | None,
 ) -> None:
     """Keep the plan, unless it would not decode to the same pipeline or a key file is
     newer than the load (it may have changed while being read). Failing to write is no error."""
@@ -144,6 +169,8 @@ def save(
                 "keys": keys,
                 "probes": seen.probes,
                 "checked": sorted(seen.checked),
+                "outs": sorted(seen.outs),
+                "cache_at": _cache_at(ws, pipe, cache_opt),
                 "needed": _needed(pipe),
                 "pipeline": encoded,
                 "order": plan.order,
@@ -164,6 +191,12 @@ def save(
         atomic_write(path_of(ws), text.encode(), what="plan")
     except OSError:
         pass
+
+
+def _cache_at(ws: Workspace, pipe: Pipeline, cache_opt: str | None) -> list[str]:
+    loader = pipeline_mod.Loader(ws, "", cache_opt)
+    loader.use_cache(pipe.cache)
+    return [loader.cache_root, loader.real_cache]
 
 
 def started() -> int:
@@ -193,6 +226,7 @@ def _encode(pipe: Pipeline) -> dict:
         "link": pipe.link,
         "executor": pipe.executor,
         "params_files": list(pipe.params_files),
+        "trusted_keys": list(pipe.trusted_keys),
         "sources": [[s.path, s.url, s.line] for s in pipe.sources],
         "stages": [_encode_stage(s) for s in pipe.stages.values()],
     }
@@ -250,10 +284,11 @@ def _decode(d: dict, file: str) -> Pipeline:
     return Pipeline(
         file,
         stages,
-        d["cache"],
-        d["remote"],
-        d["link"],
-        d["executor"],
-        tuple(d["params_files"]),
-        tuple(Source(*x) for x in d["sources"]),
+        cache=d["cache"],
+        remote=d["remote"],
+        link=d["link"],
+        executor=d["executor"],
+        params_files=tuple(d["params_files"]),
+        trusted_keys=tuple(d["trusted_keys"]),
+        sources=tuple(Source(*x) for x in d["sources"]),
     )

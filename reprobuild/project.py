@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,6 +31,7 @@ class Project:
     hasher: Hasher
     prober: Prober
     outs: OutIndex
+    _lock_memo: tuple | None = field(default=None, repr=False)  # (file identity, read_all)
     edges: list[tuple[str, str]] | None = None  # graph.edges_of, when _graph is None
     order: list[str] | None = None  # graph.order, from the plan cache
     plan_used: bool = False  # the pipeline came from the plan cache (plancache.py)
@@ -86,36 +87,56 @@ class Project:
             settings = plan_mod.settings(doc)
             cache = Cache(cache_dir(ws, settings[0], cache_opt), link=settings[1])
             hasher = Hasher(StatCache(cache.stat_cache_path()))
-            found = plan_mod.check(doc, ws, hasher, check_missing)
+            found = plan_mod.check(doc, ws, hasher, check_missing, cache_opt)
             if found is not None:
                 pipe = found.pipeline
                 return cls._made(ws, pipe, None, cache, hasher, found.edges, found.order, True)
         started = plan_mod.started()
         seen = pipeline_mod.Observed()
-        pipe = pipeline_mod.load(ws, seen)
+        pipe = pipeline_mod.load(ws, cache_opt, seen)
         g = graph_mod.build(pipe, str(ws.dir), check_missing)
         if cache is None or (pipe.cache, pipe.link) != plan_mod.settings(doc):
             cache = Cache(cache_dir(ws, pipe.cache, cache_opt), link=pipe.link)
             hasher = Hasher(StatCache(cache.stat_cache_path()))
         plan = plan_mod.Plan(pipe, graph_mod.order(g), graph_mod.edges_of(g))
-        plan_mod.save(ws, plan, seen, hasher, started)
+        plan_mod.save(ws, plan, seen, hasher, started, cache_opt)
         return cls._made(ws, pipe, g, cache, hasher, None, plan.order, False)
 
     @classmethod
     def _made(cls, ws, pipe, g, cache, hasher, edges, order, plan_used) -> Project:
+        if pipe.trusted_keys or os.environ.get("REPROBUILD_TRUSTED_KEYS"):
+            from .signature import trust_for
+
+            cache.trust = trust_for(pipe.trusted_keys)
         installed = Installed(cache.root / "packages.json")
         prober = Prober(str(ws.dir), hasher, installed)
         outs = OutIndex.build(pipe.stages)
-        return cls(ws, pipe, g, cache, hasher, prober, outs, edges, order, plan_used)
+        return cls(
+            ws, pipe, g, cache, hasher, prober, outs, edges=edges, order=order, plan_used=plan_used
+        )
 
     def reload(self) -> None:
         """Read the pipeline file again (after reprobuild itself edited it)."""
-        self.pipeline = pipeline_mod.load(self.ws)
+        self.pipeline = pipeline_mod.load(self.ws, str(self.cache.root))
         self.graph = graph_mod.build(self.pipeline, str(self.ws.dir))
         self.outs = OutIndex.build(self.pipeline.stages)
 
     def read_lock(self) -> tuple[dict, str | None]:
-        return lockfile.read(self.ws.lock_file, self.parsed_lock)
+        stages, _, problem = self._read_lock_all()
+        return stages, problem
+
+    def _read_lock_all(self) -> tuple[dict, dict, str | None]:
+        """The lockfile read once per version of it (each write is a rename: a new inode),
+        so its warnings are printed once; callers get their own copies to change."""
+        try:
+            st = os.stat(self.ws.lock_file)
+            identity = (st.st_ino, st.st_size, st.st_mtime_ns)
+        except OSError:
+            identity = None
+        if self._lock_memo is None or self._lock_memo[0] != identity:
+            self._lock_memo = (identity, lockfile.read_all(self.ws.lock_file, self.parsed_lock))
+        stages, sources, problem = self._lock_memo[1]
+        return dict(stages), dict(sources), problem
 
     @property
     def parsed_lock(self) -> Path:
@@ -123,7 +144,7 @@ class Project:
 
     def read_sources(self) -> dict:
         """The lockfile's `sources:` section: {path: entry}."""
-        return lockfile.read_all(self.ws.lock_file, self.parsed_lock)[1]
+        return self._read_lock_all()[1]
 
     def lock_writer(self, entries: dict, sources: dict | None = None) -> lockfile.LockWriter:
         """Writes `entries` (stages); the sources section is kept as read unless given."""

@@ -36,6 +36,16 @@ names them is stored. A run record is validated (schema,
 key, safe relative paths, 32-hex hashes; decision.cached_record then checks
 its outs are the stage's) and stored locally only once every object it names
 has arrived.
+
+Trust (signature.py). Object bytes are checked by their hash, but a run
+record says "this key gave those objects", and anyone who can write to the
+remote could say it. With trusted keys configured (`trusted_keys:` in the
+pipeline file and REPROBUILD_TRUSTED_KEYS), a remote record is used only
+when one of those keys signed it; an unsigned, untrusted or tampered record
+is a miss (the stage runs), named in `Remote.untrusted`, never stored
+locally. A push with a signing key (`--sign-key`, REPROBUILD_SIGNING_KEY)
+signs each record it uploads, and replaces a remote copy that is not
+byte-identical to its signed one (an earlier unsigned push, or a forgery).
 """
 
 from __future__ import annotations
@@ -54,7 +64,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import hashing
-from .cache import RUN_SCHEMA, CorruptObject, MissingObject, _check_relative
+from .cache import TMP_PREFIX, CorruptObject, MissingObject, check_manifest, parse_run_doc
 from .errors import CacheError, ReprobuildError, UsageError
 from .fsutil import atomic_write, sync_filesystem
 from .fsutil import unlink_quiet as _unlink_quiet
@@ -109,6 +119,7 @@ def open_remote(
     fs, root = _filesystem(raw)
     remote = Remote(fs, root, redact(raw), project.cache, jobs)
     remote.check(create)
+    remote.trust = project.cache.trust  # Project.open: `trusted_keys:` + REPROBUILD_TRUSTED_KEYS
     return remote
 
 
@@ -161,6 +172,7 @@ class TransferResult:
         default_factory=list
     )  # remote objects whose bytes are not their name
     corrupt: list[str] = field(default_factory=list)  # local objects found corrupt (quarantined)
+    untrusted: list[str] = field(default_factory=list)  # "stage (why): run record KEY", not used
 
 
 class Progress:
@@ -173,44 +185,35 @@ class Progress:
 
 def parse_run(data: bytes, key: str) -> tuple[str, dict[str, Meta]] | None:
     """(stage, outs) of a run record's bytes, or None when it is not one we can trust."""
+    parsed = _parse_run(data, key)
+    return None if parsed is None else parsed[1:]
+
+
+def _parse_run(data: bytes, key: str) -> tuple[dict, str, dict[str, Meta]] | None:
+    """(document, stage, outs), or None when malformed (deep JSON, 1e999 and NaN included)."""
     try:
-        doc = json.loads(data)
-        if (
-            doc.get("schema") != RUN_SCHEMA
-            or doc.get("key") != key
-            or not isinstance(doc.get("stage"), str)
-        ):
-            return None
-        outs = {}
-        for path, d in doc["outs"].items():
-            _check_relative(path.rstrip("/"))
-            meta = Meta.from_lock(d)
-            if meta is None or not _valid_meta(meta) or path.endswith("/") != meta.is_dir:
-                return None
-            outs[path] = meta
-        return doc["stage"], outs
-    except (ValueError, KeyError, TypeError, AttributeError):
+        doc = json.loads(data, parse_constant=_no_constant)
+    except (ValueError, RecursionError):
         return None
+    parsed = parse_run_doc(doc, key)
+    return None if parsed is None else (doc, *parsed)
 
 
-def _valid_meta(meta: Meta) -> bool:
-    return (
-        bool(HEX.match(meta.hash))
-        and meta.size >= 0
-        and (meta.nfiles is None or (isinstance(meta.nfiles, int) and meta.nfiles >= 0))
-    )
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a number a run record holds")
+
+
+def record_outs(outs: dict[str, Meta]) -> dict[str, dict]:
+    """Outs as a run record stores them: what a signature covers (signature.message)."""
+    return {p: m.to_record() for p, m in outs.items()}
 
 
 def parse_manifest(data: bytes) -> list[dict]:
     """A folder manifest's entries; ValueError when one could escape the folder or the cache."""
-    entries = json.loads(data)
-    if not isinstance(entries, list):
-        raise ValueError("a manifest is a list")
-    for e in entries:
-        _check_relative(e["path"])
-        if not HEX.match(str(e["hash"])) or not isinstance(e["size"], int):
-            raise ValueError(f"bad manifest entry {e!r:.80}")
-    return entries
+    try:
+        return check_manifest(json.loads(data))
+    except RecursionError:
+        raise ValueError("a manifest nested too deep") from None
 
 
 # -- the remote -----------------------------------------------------------------
@@ -227,6 +230,9 @@ class Remote:
         self.atomic_put = bool(ATOMIC_PUT & set(protocols))
         self.is_local = bool({"file", "local"} & set(protocols))
         self.on_warning = lambda message: log.warning("warning: %s", message)
+        self.trust = None  # signature.Trust: when set, only records its keys signed are used
+        self.signer = None  # signature.SigningKey: a push signs the records it uploads
+        self.untrusted: dict[str, str] = {}  # key -> "stage (why)": remote records not used
         self._made: set[str] = set()
         self._made_lock = threading.Lock()
 
@@ -264,22 +270,35 @@ class Remote:
             record = self.read_run(key)
             if record is None:
                 return False
-            stage, outs = record
+            stage, outs, signature = record
             self.fetch(list(outs.values()))
             if not all(self.cache.has(m) for m in outs.values()):
                 return False
-            self.cache.write_run(key, stage, outs)
+            self.cache.write_run(key, stage, outs, signature, pulled=True)
             return True
 
-    def read_run(self, key: str) -> tuple[str, dict[str, Meta]] | None:
+    def read_run(self, key: str) -> tuple[str, dict[str, Meta], dict | None] | None:
+        """(stage, outs, signature) of the remote's record for `key`, when valid and trusted."""
         try:
             data = self.fs.cat_file(self.run_path(key))
         except FileNotFoundError:
             return None
-        record = parse_run(data, key)
-        if record is None:
+        parsed = _parse_run(data, key)
+        if parsed is None:
             self.on_warning(f"run record {key} on the remote is not valid; not used")
-        return record
+            return None
+        doc, stage, outs = parsed
+        signature = doc.get("signature")
+        if self.trust:
+            why = self.trust.check(doc, key, stage, record_outs(outs))
+            if why is not None:
+                self.untrusted[key] = f"{stage} ({why})"
+                self.on_warning(
+                    f"run record {key} of stage '{stage}' on the remote is {why}: "
+                    "not trusted, not used"
+                )
+                return None
+        return stage, outs, signature if isinstance(signature, dict) else None
 
     def fetch_runs(self, keys: list[str]) -> int:
         """Store the remote's run records for `keys` whose objects are all cached; how many."""
@@ -288,7 +307,7 @@ class Remote:
         with self._talking():
             for key, record in self._map(self.read_run, wanted).items():
                 if record and all(self.cache.has(m) for m in record[1].values()):
-                    self.cache.write_run(key, *record)
+                    self.cache.write_run(key, *record, pulled=True)
                     stored += 1
         return stored
 
@@ -342,8 +361,8 @@ class Remote:
 
     def _fetch_file(self, digest: str, progress: Progress):
         """'missing', 'refused', or the size stored: the object verified into the local cache."""
-        self.cache.tmp.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.cache.tmp, prefix="pull-")
+        self.cache.make_dirs(self.cache.tmp)
+        fd, tmp = tempfile.mkstemp(dir=self.cache.tmp, prefix=TMP_PREFIX + "pull-")
         os.close(fd)
         try:
             counter = _callback(progress)
@@ -358,7 +377,7 @@ class Remote:
                 return "refused"
             os.chmod(tmp, 0o444)
             target = self.cache.object_path(digest)
-            target.parent.mkdir(parents=True, exist_ok=True)
+            self.cache.make_dirs(target.parent)
             os.replace(tmp, target)  # durable at fetch()'s group commit
             progress.file_done()
             return size
@@ -378,7 +397,7 @@ class Remote:
         except (ValueError, KeyError, TypeError):
             return "refused"  # hashes right but unsafe: someone built it to attack readers
         target = self.cache.object_path(digest, is_dir=True)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        self.cache.make_dirs(target.parent)
         atomic_write(target, data, mode=0o444, tmp_dir=self.cache.tmp)
         progress.file_done()
         return len(data)
@@ -400,6 +419,8 @@ class Remote:
             result.present = sum(1 for d in files if d in have["files"]) + sum(
                 1 for d in dirs if d in have["dirs"]
             )
+            if self.signer is not None:  # a copy there that is not our signed one is replaced
+                have["runs"] = self._signed_there(have["runs"], records)
             result.runs_present = len(have["runs"])
             on_remote = (
                 self._upload_files(
@@ -422,16 +443,35 @@ class Remote:
                     for m in outs.values()
                 )
             ]
-            result.runs = len(self._upload_bytes(ready, None, result, progress))
+            result.runs = len(self._upload_bytes(ready, None, result, progress, records))
         return result
 
     def _local_records(self, keys) -> dict[str, tuple[bytes, dict[str, Meta]]]:
+        """{key: (bytes to upload, outs)}: the local record, signed when pushing with a key."""
         records = {}
         for key in dict.fromkeys(keys):
             outs = self.cache.read_run(key) if HEX.match(key) else None
-            if outs is not None:
-                records[key] = (self.cache.run_path(key).read_bytes(), outs)
+            if outs is None:
+                continue
+            data = self.cache.run_path(key).read_bytes()
+            if self.signer is not None:
+                doc, stage, outs = _parse_run(data, key)
+                doc.pop("pulled", None)  # each reader marks what it pulled itself
+                doc["signature"] = self.signer.sign(key, stage, record_outs(outs))
+                data = json.dumps(doc, sort_keys=True, indent=1).encode()
+            records[key] = (data, outs)
         return records
+
+    def _signed_there(self, present: set[str], records) -> set[str]:
+        """Of the records the remote has, those byte-identical to our signed copy."""
+
+        def same(key):
+            try:
+                return self.fs.cat_file(self.run_path(key)) == records[key][0]
+            except FileNotFoundError:
+                return False
+
+        return {k for k, ok in self._map(same, sorted(present)).items() if ok}
 
     def _local_objects(self, metas):
         """({file digest: size}, {dir digest: [file digests]}, names missing locally)."""
@@ -552,23 +592,26 @@ class Remote:
         progress.file_done()
         return size
 
-    def _upload_bytes(self, names, is_dir, result, progress) -> set[str]:
-        """Upload manifests (is_dir True) or run records (is_dir None) by name; the names sent."""
+    def _upload_bytes(self, names, is_dir, result, progress, records=None) -> set[str]:
+        """Upload manifests (is_dir True) or run records (is_dir None, their bytes in
+        `records`) by name; the names sent."""
 
         def paths(name):
             if is_dir:
                 return self.cache.object_path(name, True), self.object_path(name, True)
             return self.cache.run_path(name), self.run_path(name)
 
+        def data_of(name) -> bytes:
+            return records[name][0] if records is not None else paths(name)[0].read_bytes()
+
         def one(name):
-            local, remote = paths(name)
-            data = local.read_bytes()
-            self._publish(remote, lambda dest: self.fs.pipe_file(dest, data))
+            data = data_of(name)
+            self._publish(paths(name)[1], lambda dest: self.fs.pipe_file(dest, data))
             progress.advance(len(data))
             progress.file_done()
             return len(data)
 
-        progress.add_total(len(names), sum(paths(n)[0].stat().st_size for n in names))
+        progress.add_total(len(names), sum(len(data_of(n)) for n in names))
         sent = self._map(one, names)
         if is_dir:
             result.objects += len(sent)
@@ -729,6 +772,7 @@ def pull(
         outs, keys, entries = lock_outs(project, names, source_paths)
         result = remote.fetch([m for _, _, m in outs], progress)
         result.runs = remote.fetch_runs(keys)
+        result.untrusted = [f"{why}: run record {k}" for k, why in sorted(remote.untrusted.items())]
         _from_origins(project, [(p, m) for owner, p, m in outs if owner == "(source)"])
         result.missing = [f"{stage}: {path}" for stage, path, m in outs if not project.cache.has(m)]
     return result, entries

@@ -114,7 +114,9 @@ def record(project, state: SourceState, old_entry: dict | None) -> dict:
     An import keeps its URL; its version pins (ETag, version id...) stay only
     while the content is the one they describe.
     """
-    meta = project.cache.insert(project.prober.abspath(state.path), project.hasher)
+    meta = project.cache.insert(
+        project.prober.abspath(state.path), project.hasher, str(project.ws.root)
+    )
     entry = meta.to_lock()
     old = old_entry or {}
     if state.source.url:
@@ -219,7 +221,8 @@ def _declare(project, text: str, paths: list[str], url: str | None) -> str:
     except ValueError as exc:
         raise UsageError(f"{project.pipeline.file}: {exc}; add the source by hand") from None
     display = project.pipeline.file
-    pipe = pipeline_mod.Loader(project.ws, display).load(yamlio.load(new_text, display))
+    loader = pipeline_mod.Loader(project.ws, display, str(project.cache.root))
+    pipe = loader.load(yamlio.load(new_text, display))
     graph_mod.build(pipe, str(project.ws.dir))
     return new_text
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from ..decision import RESTORE, RUN
 from ..reporter import Reporter
+from ..safetext import markup_escape as escape
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -34,12 +35,6 @@ class LazyConsole:
         if self._console is None:
             self._console = make_console(self._stderr)
         return getattr(self._console, name)
-
-
-def escape(text: str) -> str:
-    from rich.markup import escape as rich_escape
-
-    return rich_escape(text)
 
 
 class ConsoleReporter(Reporter):
@@ -143,6 +138,10 @@ class ConsoleReporter(Reporter):
                 parts.append(f"{len(items)} {label}")
         if s.interrupted:
             parts.append("interrupted")
+        for item in getattr(s, "untrusted", ()):
+            self.err.print(f"[yellow]not trusted, not used:[/] {escape(item)}")
+        if getattr(s, "untrusted", ()):
+            parts.append(f"{len(s.untrusted)} remote run records not trusted")
         self.say(", ".join(parts) if parts else "nothing to build")
 
 

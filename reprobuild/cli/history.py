@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from ..errors import EXIT_OK, UsageError
+from ..safetext import clean
 
 DAG_FORMATS = ("text", "mermaid", "dot", "json")
 SUFFIX_FORMATS = {
@@ -113,7 +114,7 @@ def _open(args):
 
 
 def _warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr)
+    print(f"warning: {clean(message)}", file=sys.stderr)
 
 
 def _print_json(doc: dict) -> None:
@@ -141,9 +142,9 @@ def cmd_dag(args) -> int:
     if fmt == "json":
         print(dag.to_json(view))
     elif fmt == "mermaid":
-        sys.stdout.write(dag.to_mermaid(view))
+        sys.stdout.write(clean(dag.to_mermaid(view)))
     elif fmt == "dot":
-        sys.stdout.write(dag.to_dot(view))
+        sys.stdout.write(clean(dag.to_dot(view)))
     else:
         _print_drawing(view, args.direction)
     return EXIT_OK
@@ -180,7 +181,7 @@ def _drawing_text(view: dict, direction: str, width: int):
     for reasons, names in groups.items():
         out.append("\n")
         out.append(Text(", ".join(names), style="bold"))
-        out.append(": " + ", ".join(reasons))
+        out.append(": " + clean(", ".join(reasons)))
     return out
 
 
@@ -276,20 +277,22 @@ def _report(doc: dict, args, *problems) -> bool:
 
 def _print_lock_diff(doc: dict) -> None:
     for name in doc["added"]:
-        print(f"added {name}")
+        print(f"added {clean(name)}")
     for name in doc["removed"]:
-        print(f"removed {name}")
+        print(f"removed {clean(name)}")
     for name, fields in doc["changed"].items():
-        print(f"changed {name}")
+        print(f"changed {clean(name)}")
         for line in _field_lines(fields):
-            print(f"    {line}")
+            print(f"    {clean(line)}")
     counts = (
         f"{len(doc['added'])} added, {len(doc['removed'])} removed, {len(doc['changed'])} changed"
     )
     print(
-        f"{counts} ({doc['a']} -> {doc['b']})"
-        if any((doc["added"], doc["removed"], doc["changed"]))
-        else f"no stage changed ({doc['a']} -> {doc['b']})"
+        clean(
+            f"{counts} ({doc['a']} -> {doc['b']})"
+            if any((doc["added"], doc["removed"], doc["changed"]))
+            else f"no stage changed ({doc['a']} -> {doc['b']})"
+        )
     )
 
 
@@ -438,6 +441,8 @@ def _change_cells(change: dict) -> tuple[str, str, str]:
 def _print_rows(headers: tuple, rows: list[tuple]) -> None:
     """A table: rich on a terminal; plain columns (two spaces apart) when piped."""
     from .console import make_console
+
+    rows = [tuple(clean(cell) for cell in row) for row in rows]
 
     console = make_console()
     if console.is_terminal:

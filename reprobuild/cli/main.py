@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import traceback
@@ -143,8 +144,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("-n", "--dry-run", action="store_true", help="only list what would be removed")
 
     # their subcommands: dag, lineage, diff, metrics, params; push, pull; add, import,
-    # update; exp ...; plots; report
-    from . import data, exp, history, plots, remote, report
+    # update; exp ...; plots; report; key
+    from . import data, exp, history, key, plots, remote, report
 
     history.register(add)
     remote.register(add)
@@ -152,6 +153,7 @@ def parser() -> argparse.ArgumentParser:
     exp.register(add)
     plots.register(add)
     report.register(add)
+    key.register(add)
 
     v = add(
         "verify", "re-run stages aside from the workspace and compare their outputs bit for bit"
@@ -169,7 +171,23 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+class _StderrHandler(logging.Handler):
+    """Warnings the engine logs (a lockfile entry ignored, ...) as lines on stderr."""
+
+    def emit(self, record):
+        from ..safetext import clean
+
+        print(clean(record.getMessage()), file=sys.stderr)
+
+
+def _log_warnings() -> None:
+    log = logging.getLogger("reprobuild")
+    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
+        log.addHandler(_StderrHandler(logging.WARNING))
+
+
 def main(argv: list[str] | None = None) -> int:
+    _log_warnings()
     args = parser().parse_args(argv)
     if not args.command:
         parser().print_help()
@@ -201,10 +219,12 @@ def main(argv: list[str] | None = None) -> int:
 def _error(message: str, hint: str | None, verbose: bool) -> None:
     if verbose and sys.exc_info()[0] is not None:
         traceback.print_exc()
+    from ..safetext import clean
+
     line = f"error: {message}"
     if hint:
         line += f" ({hint})"
-    print(line, file=sys.stderr)
+    print(clean(line), file=sys.stderr)
 
 
 def _open(args):
@@ -395,22 +415,24 @@ def _lock_at_rev(project, rev: str):
 
 
 def _report_checkout(result, args) -> int:
+    from ..safetext import clean
+
     if not args.quiet:
         for path in result.restored:
-            print(f"restored {path}")
+            print(f"restored {clean(path)}")
         print(
             f"{len(result.restored)} restored, {len(result.unchanged)} already in place, "
             f"{len(result.missing)} missing from the cache"
         )
     for item in result.missing:
-        print(f"missing from the cache: {item}", file=sys.stderr)
+        print(f"missing from the cache: {clean(item)}", file=sys.stderr)
     for path in result.kept:
         print(
-            f"kept {path}: changed by hand and not in the cache (--force overwrites it)",
+            f"kept {clean(path)}: changed by hand and not in the cache (--force overwrites it)",
             file=sys.stderr,
         )
     for item in result.ignored:
-        print(f"ignored {item}: not an out of that stage in the pipeline", file=sys.stderr)
+        print(f"ignored {clean(item)}: not an out of that stage in the pipeline", file=sys.stderr)
     return EXIT_FAILED if result.missing or result.kept else EXIT_OK
 
 
@@ -447,7 +469,11 @@ def cmd_gc(args) -> int:
         on_wait=lambda: err.print("waiting for running builds to finish with the cache..."),
     ):
         result = collect(
-            project.cache, project.ws.root, all_commits=args.all_commits, dry_run=args.dry_run
+            project.cache,
+            project.ws.root,
+            all_commits=args.all_commits,
+            dry_run=args.dry_run,
+            extra=[project.ws.lock_file],
         )
     if not args.quiet:
         verb = "would remove" if args.dry_run else "removed"
@@ -476,19 +502,21 @@ def cmd_verify(args) -> int:
     names = list(_expand_names(project, args.targets)) if args.targets else list(project.select([]))
     quiet = args.quiet
 
+    from ..safetext import clean
+
     def show(v) -> None:
         if v.status == "reproducible":
             if not quiet:
                 print(f"reproducible  {v.stage}", flush=True)
             return
         print(
-            f"{v.status.upper():<13} {v.stage}" + (f": {v.message}" if v.message else ""),
+            f"{v.status.upper():<13} {v.stage}" + (f": {clean(v.message)}" if v.message else ""),
             flush=True,
         )
         for d in v.diffs:
-            print(f"  out {d.path} differs from the lockfile")
+            print(f"  out {clean(d.path)} differs from the lockfile")
             for line in d.detail:
-                print(f"    {line}")
+                print(f"    {clean(line)}")
 
     verdicts = verify(project, names, entries, on_done=show)
     bad = sum(v.status != "reproducible" for v in verdicts)
@@ -530,9 +558,9 @@ COMMANDS = {
 
 
 def _plugin_commands():
-    from . import data, exp, history, plots, remote, report
+    from . import data, exp, history, key, plots, remote, report
 
-    groups = (history, remote, data, exp, plots, report)
+    groups = (history, remote, data, exp, plots, report, key)
     return {name: f for group in groups for name, f in group.COMMANDS.items()}
 
 

@@ -8,6 +8,7 @@ fsspec and reprobuild.remote are imported inside the commands only.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from contextlib import contextmanager
@@ -30,6 +31,11 @@ def register(add) -> None:
         action="store_true",
         dest="everything",
         help="every object and run record in the local cache, not only what the lockfile names",
+    )
+    p.add_argument(
+        "--sign-key",
+        metavar="PATH",
+        help="sign the run records pushed with this secret key (default REPROBUILD_SIGNING_KEY)",
     )
     _transfer_options(p)
     q = add("pull", "download what the lockfile names from the remote and check the workspace out")
@@ -62,19 +68,33 @@ def cmd_push(args) -> int:
     if args.everything and args.targets:
         raise UsageError("push takes TARGETs or --all, not both")
     project, names, source_paths = _open(args, with_deps=True)
+    sign_key = args.sign_key or os.environ.get("REPROBUILD_SIGNING_KEY")
+    signer = None
+    if sign_key:
+        from ..signature import load_signing_key
+
+        signer = load_signing_key(sign_key)
     remote = open_remote(project, args.remote, jobs=args.jobs, create=True)
     _warn_on_console(remote)
+    if signer is not None:
+        remote.signer = signer
+        if remote.trust and signer.public not in remote.trust.keys:
+            remote.on_warning(
+                f"signing with {signer.public}, which is not in trusted_keys: "
+                "readers of this pipeline will not trust these records"
+            )
     with _progress("push", args.quiet) as progress:
         result = push(project, remote, names, args.everything, progress, source_paths)
     _say(
         args,
-        f"pushed {result.objects} objects ({_size(result.bytes)}) and {result.runs} run records "
+        f"pushed {result.objects} objects ({_size(result.bytes)}) and {result.runs} "
+        f"{'signed ' if signer else ''}run records "
         f"to {remote.url}; {result.present + result.runs_present} were already there",
     )
     for item in result.corrupt:
         print(f"corrupt in the local cache (quarantined), not pushed: {item}", file=sys.stderr)
     for item in result.missing:
-        print(f"missing from the local cache, not pushed: {item}", file=sys.stderr)
+        print(f"missing from the local cache, not pushed: {_clean(item)}", file=sys.stderr)
     return EXIT_FAILED if result.missing or result.corrupt else EXIT_OK
 
 
@@ -93,15 +113,17 @@ def cmd_pull(args) -> int:
         f"from {remote.url}; {result.present} were already in the cache",
     )
     for item in result.missing:
-        print(f"missing from the remote: {item}", file=sys.stderr)
+        print(f"missing from the remote: {_clean(item)}", file=sys.stderr)
+    for item in result.untrusted:
+        print(f"not trusted, not used: {_clean(item)}", file=sys.stderr)
     co = checkout(project, entries, names, pins=project.read_sources(), source_paths=source_paths)
     if not args.quiet:
         for path in co.restored:
-            print(f"restored {path}")
+            print(f"restored {_clean(path)}")
         print(f"{len(co.restored)} restored, {len(co.unchanged)} already in place")
     for item in co.missing:
         if item not in result.missing:
-            print(f"missing from the cache: {item}", file=sys.stderr)
+            print(f"missing from the cache: {_clean(item)}", file=sys.stderr)
     return EXIT_FAILED if result.missing or co.missing else EXIT_OK
 
 
@@ -127,6 +149,12 @@ def _open(args, with_deps: bool):
     return project, names, list(dict.fromkeys(source_paths))
 
 
+def _clean(text: str) -> str:
+    from ..safetext import clean
+
+    return clean(text)
+
+
 def _say(args, text: str) -> None:
     if not args.quiet:
         print(text)
@@ -139,8 +167,7 @@ def _size(n: int) -> str:
 
 
 def _warn_on_console(remote) -> None:
-    from rich.markup import escape
-
+    from ..safetext import markup_escape as escape
     from .console import make_console
 
     err = make_console(stderr=True)

@@ -40,6 +40,7 @@ class Job:
     cache_root: str = ""
     link: str = "copy"
     env: object = None  # envs.EnvRequest: run in that uv-built environment
+    workspace: str = ""  # its root: nothing a symlink leads to outside it enters the cache
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class JobResult:
     stats: list = field(default_factory=list)  # stat-cache entries learnt while storing
     error: str | None = None  # the stage could not start (its environment could not be built)
     profile: dict | None = None  # machine.profile() of where it ran
+    refused: str | None = None  # why an out could not be stored (a FIFO, a symlink out)
 
 
 def run_job(job: Job, on_line=None, started=None, should_stop=None) -> JobResult:
@@ -82,9 +84,14 @@ def run_job(job: Job, on_line=None, started=None, should_stop=None) -> JobResult
     for out in job.outs:
         if not os.path.lexists(out.path):
             return JobResult(0, time.monotonic() - start, missing_out=out.path)
-    outs, stats = _store(job)
+    from ..cache import UnsafeOut
+    from ..hashing import NotRegularFile
     from ..machine import profile
 
+    try:
+        outs, stats = _store(job)
+    except (UnsafeOut, NotRegularFile) as exc:
+        return JobResult(0, time.monotonic() - start, refused=str(exc))
     return JobResult(0, time.monotonic() - start, outs=outs, stats=stats, profile=profile(environ))
 
 
@@ -126,6 +133,10 @@ def _store(job: Job) -> tuple[dict[str, Meta], list]:
     cache = Cache(job.cache_root, link=job.link)
     outs = {}
     for out in job.outs:
-        outs[out.path] = cache.insert(out.path, hasher) if out.cache else hasher.path(out.path)
+        outs[out.path] = (
+            cache.insert(out.path, hasher, job.workspace or None)
+            if out.cache
+            else hasher.path(out.path)
+        )
     stats = [(path, *entry) for path, entry in hasher.stats.entries.items()]
     return outs, stats

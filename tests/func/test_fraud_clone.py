@@ -36,7 +36,7 @@ def test_fresh_clone_builds_the_fraud_pipeline_and_git_status_stays_clean(tmp_pa
     )
     assert r.returncode == 0, r.stderr
     assert "different bytes" not in r.stderr, r.stderr  # no alarm against the committed lockfile
-    assert git(clone, "status", "--porcelain") == ""
+    assert git(clone, "status", "--porcelain") == "", git(clone, "diff")
     st = subprocess.run(
         [sys.executable, "-m", "reprobuild", "status", "-f", "pipelines/fraud"],
         cwd=clone,

@@ -54,3 +54,20 @@ def test_help_and_noop_status_stay_light(tmp_path):
     for args in (["status"], ["build"]):  # and a no-op build
         heavy, proc = imported_by(args, tmp_path)
         assert proc.returncode == 0 and heavy == set(), (args, heavy)
+
+
+def test_trusted_keys_do_not_load_cryptography_at_start_up(tmp_path):
+    key = "ed25519:" + "A" * 43 + "="
+    (tmp_path / "reprobuild.yaml").write_text(
+        f"trusted_keys: [{key}]\nstages:\n  s:\n    cmd: echo > o\n    outs: [o]\n"
+    )
+    subprocess.run([sys.executable, "-m", "reprobuild", "build", "-q"], cwd=tmp_path, check=True)
+    for args in (["--help"], ["status"], ["build"]):
+        proc = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "reprobuild", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 0, proc.stderr[-500:]
+        assert "cryptography" not in proc.stderr, args

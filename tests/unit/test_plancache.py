@@ -138,3 +138,13 @@ def test_noop_with_a_plan_imports_no_networkx_yaml_or_rich(root):
         assert proc.returncode == 0, proc.stderr
         imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines()}
         assert not imported & {"networkx", "yaml", "rich"}, args
+
+
+def test_a_cache_moved_onto_an_out_fails_as_without_the_plan(root, monkeypatch):
+    opened(root)
+    assert opened(root).plan_used
+    with pytest.raises(PipelineError, match="would delete or overwrite the cache"):
+        Project.open(str(root / "reprobuild.yaml"), str(root / "mid.txt"), cwd=root)
+    monkeypatch.setenv("REPROBUILD_CACHE_DIR", str(root / "model.txt"))
+    with pytest.raises(PipelineError, match="would delete or overwrite the cache"):
+        opened(root)

@@ -9,6 +9,7 @@ JSON object:
      "code": {"<module>.py": [size, mtime_ns], ...},  # reprobuild's own loaders
      "root": "<workspace root>", "dir": "<pipeline folder>",
      "keys": {"<abs path>": "<XXH3-128 hex>", ...},   # pipeline, params and scanned code files
+     "stamps": {"<abs path>": [inode, ctime_ns], ...}, # of the same files
      "probes": {"isfile:<abs path>": true, "exists:<abs path>": false, ...},
      "checked": ["<abs path>", ...],     # paths that must not lead out through a symlink
      "outs": ["<abs path>", ...],        # outs that must not touch the cache
@@ -19,15 +20,19 @@ JSON object:
      "edges": [["<from>", "<to>"], ...]} # graph.edges_of
 
 It is used only when every key file still has the same content (hashed
-through the stat cache, so an unchanged file is only stat-ed), every probe
-gives the same answer, every checked path still stays inside the workspace,
-every needed dep exists, no out touches the cache, the cache is where it was
-(`cache:`, REPROBUILD_CACHE_DIR, --cache-dir), and the format, version, reprobuild's own loader
-files and the workspace folders are the same; anything else, including a
-missing, unreadable or malformed file, is a miss and the pipeline is loaded
-from its file as always (raising the same errors). A plan is saved only when
-decoding it gives back an equal Pipeline, and never when a key file changed
-during the load. Written atomically; never shared, never in git.
+through the stat cache, so an unchanged file is only stat-ed) and the same
+inode and ctime, every probe gives the same answer, every checked path still
+stays inside the workspace, every needed dep exists, no out touches the
+cache, the cache is where it was (`cache:`, REPROBUILD_CACHE_DIR,
+--cache-dir), and the format, version, reprobuild's own loader files and the
+workspace folders are the same; anything else, including a missing,
+unreadable or malformed file, is a miss and the pipeline is loaded from its
+file as always (raising the same errors). The inodes and ctimes (which no one
+can set) make a plan shipped with a workspace (a tarball, a forced `git add`)
+useless: only a plan written here, after these files were, can match them.
+A plan is saved only when decoding it gives back an equal Pipeline, and never
+when a key file changed during the load. Written atomically; never shared,
+never in git.
 """
 
 from __future__ import annotations
@@ -107,8 +112,10 @@ def check(
 ) -> Plan | None:
     """The stored plan if it still holds for the files on disk, else None."""
     try:
+        stamps = doc["stamps"]
         for path, digest in doc["keys"].items():
-            if hasher.file(path).hash != digest:
+            st = os.stat(path)
+            if [st.st_ino, st.st_ctime_ns] != stamps[path] or hasher.file(path, st).hash != digest:
                 return None
         for probe, answer in doc["probes"].items():
             kind, path = probe.split(":", 1)
@@ -148,7 +155,7 @@ def save(
     newer than the load (it may have changed while being read). Failing to write is no error."""
     pipe = plan.pipeline
     files = [str(ws.pipeline_file), *(str(ws.dir / f) for f in pipe.params_files), *seen.code]
-    keys = {}
+    keys, stamps = {}, {}
     for path in files:
         try:
             st = os.stat(path)
@@ -157,6 +164,7 @@ def save(
         if st.st_mtime_ns >= started_ns - RACY_NS:
             return
         keys[path] = hasher.file(path, st).hash
+        stamps[path] = [st.st_ino, st.st_ctime_ns]
     try:
         encoded = _encode(pipe)
         text = json.dumps(
@@ -167,6 +175,7 @@ def save(
                 "root": str(ws.root),
                 "dir": str(ws.dir),
                 "keys": keys,
+                "stamps": stamps,
                 "probes": seen.probes,
                 "checked": sorted(seen.checked),
                 "outs": sorted(seen.outs),

@@ -148,3 +148,18 @@ def test_a_cache_moved_onto_an_out_fails_as_without_the_plan(root, monkeypatch):
     monkeypatch.setenv("REPROBUILD_CACHE_DIR", str(root / "model.txt"))
     with pytest.raises(PipelineError, match="would delete or overwrite the cache"):
         opened(root)
+
+
+def test_a_plan_for_other_files_with_the_same_content_is_a_miss(root):
+    """A plan shipped with a workspace names the right hashes but not these files' inodes
+    and ctimes: it must not stand in for the pipeline file (its commands would run)."""
+    project = opened(root)
+    path = plancache.path_of(project.ws)
+    shipped = path.read_text().replace("cat mid.txt > model.txt", "echo pwned > model.txt")
+    text = (root / "reprobuild.yaml").read_text()
+    (root / "reprobuild.yaml").unlink()
+    write(root, {"reprobuild.yaml": text})  # same bytes and mtime, a new file
+    path.write_text(shipped)
+    again = opened(root)
+    assert not again.plan_used
+    assert again.pipeline.stages["train"].cmd == ("cat mid.txt > model.txt",)

@@ -31,7 +31,8 @@ file as always (raising the same errors). The inodes and ctimes (which no one
 can set) make a plan shipped with a workspace (a tarball, a forced `git add`)
 useless: only a plan written here, after these files were, can match them.
 A plan is saved only when decoding it gives back an equal Pipeline, and never
-when a key file changed during the load. Written atomically; never shared,
+when a key file changed during the load, nor when `.reprobuild/` is missing
+(`status` makes no folder) or a symlink. Written atomically; never shared,
 never in git.
 """
 
@@ -83,8 +84,15 @@ def _loader_stamps() -> dict:
     return stamps
 
 
+def _state_dir_ok(ws: Workspace) -> bool:
+    """A real folder: a symlinked `.reprobuild` is neither read nor written through."""
+    return os.path.isdir(ws.state_dir) and not os.path.islink(ws.state_dir)
+
+
 def read(ws: Workspace) -> dict | None:
     """The stored plan document if its format, version and folders fit, else None."""
+    if not _state_dir_ok(ws):
+        return None
     try:
         with open(path_of(ws), "rb") as f:
             doc = json.loads(f.read())
@@ -193,10 +201,10 @@ def save(
     except (TypeError, ValueError):
         return
     from .fsutil import atomic_write
-    from .wslock import ensure_state_dir
 
+    if not _state_dir_ok(ws):
+        return  # made by the first build (with its .gitignore); `status` creates nothing
     try:
-        ensure_state_dir(ws.state_dir)
         atomic_write(path_of(ws), text.encode(), what="plan")
     except OSError:
         pass

@@ -44,6 +44,7 @@ def root(tmp_path):
             "helper.py": "X = 1\n",
         },
     )
+    (tmp_path / ".reprobuild").mkdir()  # as the first build leaves it
     return tmp_path
 
 
@@ -115,6 +116,7 @@ def test_no_plan_for_a_file_written_during_the_load(tmp_path):
         PIPE.replace("python prep.py ${n}", "cat raw.txt > mid.txt")
     )
     (tmp_path / "raw.txt").write_text("raw\n")
+    (tmp_path / ".reprobuild").mkdir()
     project = opened(tmp_path)
     assert not plancache.path_of(project.ws).exists()
 
@@ -163,3 +165,13 @@ def test_a_plan_for_other_files_with_the_same_content_is_a_miss(root):
     again = opened(root)
     assert not again.plan_used
     assert again.pipeline.stages["train"].cmd == ("cat mid.txt > model.txt",)
+
+
+def test_no_state_folder_is_made_and_a_symlinked_one_is_not_used(root, tmp_path_factory):
+    (root / ".reprobuild").rmdir()
+    project = opened(root)
+    assert not (root / ".reprobuild").exists() and not project.plan_used
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    (root / ".reprobuild").symlink_to(elsewhere)
+    opened(root)
+    assert list(elsewhere.iterdir()) == [] and not opened(root).plan_used

@@ -377,6 +377,7 @@ class Builder:
             link=self.p.cache.link,
             env=self._env_request(stage),
             workspace=str(self.p.ws.root),
+            variables=tuple((v, os.environ.get(v)) for v in stage.env.vars),
         )
         self.reporter.stage_started(d)
         running[executor.submit(job)] = (d, job)

@@ -362,11 +362,15 @@ class Cache:
         entries = self.read_manifest(meta.hash)
         tmpdir = tempfile.mkdtemp(dir=parent, prefix=".tmp-restore-")
 
+        made = {tmpdir}
+
         def one(e) -> None:
             target = os.path.join(tmpdir, e["path"])
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            tmp = self._restore_file(e["hash"], os.path.dirname(target), e.get("exec", False))
-            os.replace(tmp, target)
+            folder = os.path.dirname(target)
+            if folder not in made:
+                os.makedirs(folder, exist_ok=True)
+                made.add(folder)
+            self._restore_file(e["hash"], folder, e.get("exec", False), name=target)
 
         try:
             if len(entries) > PARALLEL_FROM:
@@ -389,17 +393,27 @@ class Cache:
             hasher.stats.record(path, os.stat(path), digest)
 
     def _restore_file(
-        self, digest: str, folder: str, executable: bool, mode: int | None = None
+        self,
+        digest: str,
+        folder: str,
+        executable: bool,
+        mode: int | None = None,
+        name: str | None = None,
     ) -> str:
         """A verified copy (or link) of the object in `folder`; returns its temp path.
 
         A copy gets `mode` (a file out's recorded permission bits), else 0755 or
         0644 by `executable`; a hardlink across filesystems (EXDEV) is a copy.
+        `name`: write that new path instead of a temp name (inside a folder being
+        restored, which nobody sees before it is renamed into place).
         """
         obj = self.object_path(digest)
         if not obj.is_file():
             raise MissingObject(digest)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+        if name is None:
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+        else:
+            fd, tmp = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), name
         try:
             link = self.link
             if link != "copy":

@@ -314,15 +314,15 @@ class Builder:
         """Skip, restore or submit one stage: True done, False failed, None submitted."""
         stage = self.p.pipeline.stages[name]
         force = name in self.forced
-        d = dmod.decide(
-            stage,
-            self.entries.get(name),
-            self.p.prober,
-            self.p.cache,
-            force=force,
-            run_cache=self.opts.run_cache,
-            known=self.source_metas,
-        )
+
+        def decide(**overrides) -> Decision:
+            options = dict(force=force, run_cache=self.opts.run_cache, known=self.source_metas)
+            options.update(overrides)
+            return dmod.decide(
+                stage, self.entries.get(name), self.p.prober, self.p.cache, **options
+            )
+
+        d = decide()
         if d.fate == SKIP:
             self.summary.skipped.append(name)
             self.reporter.stage_skipped(d)
@@ -336,18 +336,10 @@ class Builder:
             and d.state.key
             and self.remote.fetch_run(d.state.key)
         ):
-            d = dmod.decide(stage, self.entries.get(name), self.p.prober, self.p.cache)
+            d = decide(force=False, run_cache=True)
         if d.fate == RUN and self.opts.claim is not None and d.state.key and not d.state.unknown:
             release = self.opts.claim(d.state.key)
-            d = dmod.decide(
-                stage,
-                self.entries.get(name),
-                self.p.prober,
-                self.p.cache,
-                force=force,
-                run_cache=self.opts.run_cache,
-                known=self.source_metas,
-            )
+            d = decide()
             if d.fate == RUN:
                 self.claims[name] = release
             else:
@@ -385,6 +377,7 @@ class Builder:
             link=self.p.cache.link,
             env=self._env_request(stage),
             workspace=str(self.p.ws.root),
+            variables=tuple((v, os.environ.get(v)) for v in stage.env.vars),
         )
         self.reporter.stage_started(d)
         running[executor.submit(job)] = (d, job)

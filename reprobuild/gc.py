@@ -75,16 +75,20 @@ def kept_entries(
             for commit in gitrev.commits_touching(top, rel):
                 text = gitrev.show(top, commit, rel)
                 if text:
-                    stages, sources, problem = lockfile.parse_all(text)
-                    if problem:
-                        raise CacheError(
-                            f"{rel} at {commit[:12]}: {problem.split(';')[0]}; "
-                            "gc removes nothing until it can read every version"
-                        )
-                    entries.extend(stages.values())
-                    entries.append({"outs": sources})
+                    entries += _entries_of(text, f"{rel} at {commit[:12]}")
                     versions += 1
     return entries, versions
+
+
+def _entries_of(text: str, where: str) -> list[dict]:
+    """A lockfile version's stage entries and its sources (kept like outs, no run record);
+    one that cannot be read stops gc: what it names is unknown."""
+    stages, sources, problem = lockfile.parse_all(text)
+    if problem:
+        raise CacheError(
+            f"{where}: {problem.split(';')[0]}; gc removes nothing until it can read every version"
+        )
+    return [*stages.values(), {"outs": sources}]
 
 
 def _experiment_entries(root: Path, files: list[Path]) -> tuple[list[dict], int]:
@@ -98,14 +102,7 @@ def _experiment_entries(root: Path, files: list[Path]) -> tuple[list[dict], int]
     rels = sorted({Path(os.path.relpath(p.resolve(), top.resolve())).as_posix() for p in files})
     entries, versions = [], 0
     for name, rel, text in experiments.lockfile_texts(top, rels):
-        stages, sources, problem = lockfile.parse_all(text)
-        if problem:
-            raise CacheError(
-                f"{rel} of experiment {name}: {problem.split(';')[0]}; gc removes nothing until "
-                "it can read every experiment's lockfile"
-            )
-        entries.extend(stages.values())
-        entries.append({"outs": sources})
+        entries += _entries_of(text, f"{rel} of experiment {name}")
         versions += 1
     return entries, versions
 

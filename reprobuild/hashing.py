@@ -273,12 +273,14 @@ class Hasher:
         if real in _seen:
             return entries  # a symlink loop
         seen = _seen | {real}
-        for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        top = folder.rstrip(os.sep) or os.sep
+        cut = len(top.rstrip(os.sep)) + 1  # relative paths by slicing: relpath is slow
+        for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
             dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
             for name in filenames:
                 if name.endswith(".pyc"):
                     continue
-                full = os.path.join(dirpath, name)
+                full = dirpath + os.sep + name
                 try:
                     st = os.stat(full)
                 except FileNotFoundError:
@@ -286,7 +288,7 @@ class Hasher:
                 if not stat_mod.S_ISREG(st.st_mode):
                     continue  # sockets, fifos: not content
                 meta = self.file(full, st)
-                rel = os.path.relpath(full, folder).replace(os.sep, "/")
+                rel = full[cut:].replace(os.sep, "/")
                 entries.append(
                     {
                         "path": rel,

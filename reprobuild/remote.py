@@ -30,9 +30,11 @@ renamed into place. A killed push leaves at most stray files in `tmp/`.
 Download protocol (pull, build --pull). A remote is shared, so it is not
 trusted: every object lands in the local cache's tmp/, is hashed, and is
 renamed into objects/ only when its hash is its name. A wrong or truncated
-object is a miss (reported, never stored). A batch of objects reaches the
-disk with one filesystem sync (group commit) before any run record that
-names them is stored. A run record is validated (schema,
+object is a miss (reported, never stored). Downloaded objects are not
+fsynced: a copy lives on the remote, and an object a crash truncated is
+caught by the hash check of every restore (quarantined, the stage runs or
+the object is pulled again), so no byte that exists nowhere else is at
+stake. A run record is validated (schema,
 key, safe relative paths, 32-hex hashes; decision.cached_record then checks
 its outs are the stage's) and stored locally only once every object it names
 has arrived.
@@ -66,7 +68,7 @@ from pathlib import Path
 from . import hashing
 from .cache import TMP_PREFIX, CorruptObject, MissingObject, check_manifest, parse_run_doc
 from .errors import CacheError, ReprobuildError, UsageError
-from .fsutil import atomic_write, sync_filesystem
+from .fsutil import atomic_write
 from .fsutil import unlink_quiet as _unlink_quiet
 from .hashing import Meta
 
@@ -335,10 +337,6 @@ class Remote:
             need = [d for d in sorted(files) if not self.cache.object_path(d).is_file()]
             result.present += len(files) - len(need)
             self._download(need, False, result, progress, files)
-            if need:
-                # group commit: one sync for the batch, before any run record names them
-                # (an object a crash truncated is caught by the hash check of every restore)
-                sync_filesystem(self.cache.objects)
         return result
 
     def _download(self, digests, is_dir, result, progress, sizes=None) -> dict[str, bool]:
@@ -360,25 +358,25 @@ class Remote:
         return {d: not isinstance(s, str) for d, s in outcome.items()}
 
     def _fetch_file(self, digest: str, progress: Progress):
-        """'missing', 'refused', or the size stored: the object verified into the local cache."""
+        """'missing', 'refused', or the size stored: the object verified into the local cache.
+
+        One pass: the bytes are hashed as they are written to the temp file."""
         self.cache.make_dirs(self.cache.tmp)
         fd, tmp = tempfile.mkstemp(dir=self.cache.tmp, prefix=TMP_PREFIX + "pull-")
-        os.close(fd)
         try:
-            counter = _callback(progress)
-            try:
-                self.fs.get_file(self.object_path(digest), tmp, callback=counter)
-            except FileNotFoundError:
-                return "missing"
-            with open(tmp, "rb", buffering=0) as f:
-                got, size = hashing.hash_stream(f)
-            progress.advance(max(0, size - counter.value))
+            with os.fdopen(fd, "wb") as dst:
+                try:
+                    src = self.fs.open(self.object_path(digest), "rb")
+                except FileNotFoundError:
+                    return "missing"
+                with src:
+                    got, size = hashing.hash_stream(src, copy_to=dst, on_chunk=progress.advance)
             if got != digest:
                 return "refused"
             os.chmod(tmp, 0o444)
             target = self.cache.object_path(digest)
             self.cache.make_dirs(target.parent)
-            os.replace(tmp, target)  # durable at fetch()'s group commit
+            os.replace(tmp, target)  # not synced: see the module docstring
             progress.file_done()
             return size
         finally:

@@ -41,6 +41,9 @@ class Job:
     link: str = "copy"
     env: object = None  # envs.EnvRequest: run in that uv-built environment
     workspace: str = ""  # its root: nothing a symlink leads to outside it enters the cache
+    # the stage's `env.vars` as its key recorded them (None: unset); wherever it runs (a Dask
+    # worker has its own environment) the command sees exactly these
+    variables: tuple[tuple[str, str | None], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,13 @@ def run_job(job: Job, on_line=None, started=None, should_stop=None) -> JobResult
                 environ = envs.activate(envs.ensure(job.env, say))
             except envs.EnvError as exc:
                 return JobResult(1, time.monotonic() - start, error=str(exc))
+        if job.variables:
+            environ = dict(os.environ if environ is None else environ)
+            for name, value in job.variables:
+                if value is None:
+                    environ.pop(name, None)
+                else:
+                    environ[name] = value
         for cmd in job.cmds:
             if should_stop and should_stop():
                 return JobResult(130, time.monotonic() - start, cmd)

@@ -13,6 +13,7 @@ fails that stage cleanly (KilledWorker) after `retries` more attempts
 
 from __future__ import annotations
 
+import os
 import uuid
 from concurrent.futures import Future
 
@@ -47,6 +48,9 @@ class DaskExecutor:
                         f"cannot reach the Dask scheduler at {scheduler}: {exc}"
                     ) from None
             else:
+                # a LocalCluster sets PYTHONHASHSEED in this process (for its workers): keys
+                # are computed here, from the user's environment, so it is put back
+                before = os.environ.get("PYTHONHASHSEED")
                 self.cluster = distributed.LocalCluster(
                     n_workers=workers,
                     threads_per_worker=1,
@@ -54,6 +58,10 @@ class DaskExecutor:
                     dashboard_address=None,
                     silence_logs=40,
                 )
+                if before is None:
+                    os.environ.pop("PYTHONHASHSEED", None)
+                else:
+                    os.environ["PYTHONHASHSEED"] = before
                 self.client = distributed.Client(self.cluster)
         self._futures: list = []
 

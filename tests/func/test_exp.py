@@ -403,6 +403,7 @@ def test_overrides_in_a_second_params_file(pipe):
     assert r.code == 2 and "'other.yaml' is not a params file" in r.err
 
 
+@pytest.mark.slow
 def test_fraud_grid_sort_by_recall_and_apply_the_winner(tmp_path, capsys):
     """The fraud README's walk-through, at 4,000 rows."""
     pytest.importorskip("polars")

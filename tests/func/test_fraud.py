@@ -12,6 +12,7 @@ from tests.conftest import REPO, stages_run
 
 pytest.importorskip("polars")
 pytest.importorskip("sklearn")
+pytestmark = pytest.mark.slow  # builds the fraud pipeline (tens of seconds)
 
 FRAUD = REPO / "pipelines" / "fraud"
 ROWS = 8000  # ~8 s a build with -j 2; large enough for the models to learn

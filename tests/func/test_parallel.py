@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -256,3 +257,33 @@ def test_second_interrupt_kills_a_stage_that_ignores_sigterm(ws):
     proc.communicate(timeout=10)
     assert proc.returncode == 130
     assert subprocess.run(["pgrep", "-f", "sleep 28.93"], capture_output=True).stdout == b""
+
+
+def test_dask_runs_a_stage_with_the_variables_its_key_records(ws, monkeypatch):
+    """A LocalCluster sets PYTHONHASHSEED for its workers (and in this process): a stage that
+    lists it gets the same key and sees the same value under both executors."""
+    pytest.importorskip("distributed")
+    monkeypatch.delenv("PYTHONHASHSEED", raising=False)
+    monkeypatch.setenv("SEEN_BY_STAGE", "from the shell")
+    ws.write(
+        {
+            "reprobuild.yaml": """\
+                env: {vars: [PYTHONHASHSEED, SEEN_BY_STAGE]}
+                stages:
+                  s:
+                    cmd: echo "\\${PYTHONHASHSEED-unset} $SEEN_BY_STAGE" > seed.txt
+                    outs: [seed.txt]
+                """
+        }
+    )
+    locks = []
+    for args in (["-j", "1"], ["--executor", "dask"]):
+        for p in ("reprobuild.lock", "seed.txt"):
+            (ws.root / p).unlink(missing_ok=True)
+        shutil.rmtree(ws.root / "cache", ignore_errors=True)  # both really run the stage
+        r = ws.run("build", *args)
+        assert r.code == 0 and stages_run(r) == ["s"], r.err
+        assert ws.read("seed.txt") == "unset from the shell\n"
+        locks.append(ws.read("reprobuild.lock"))
+        monkeypatch.delenv("PYTHONHASHSEED", raising=False)
+    assert locks[0] == locks[1]

@@ -75,8 +75,11 @@ def imported_modules(source: str, filename: str) -> list[tuple[str, int]]:
     return mods
 
 
-def resolve_module(name: str, roots: list[str]) -> list[str]:
-    """Files (absolute) that importing `name` loads from the first root that has it."""
+def resolve_module(name: str, roots: list[str], probes: dict | None = None) -> list[str]:
+    """Files (absolute) that importing `name` loads from the first root that has it.
+
+    `probes`, when given, collects every "isfile:PATH" asked and its answer."""
+    isfile = os.path.isfile if probes is None else _recording_isfile(probes)
     parts = name.split(".")
     for root in roots:
         files = []
@@ -84,10 +87,10 @@ def resolve_module(name: str, roots: list[str]) -> list[str]:
         for k, part in enumerate(parts):
             pkg_init = os.path.join(folder, part, "__init__.py")
             module_file = os.path.join(folder, part + ".py")
-            if os.path.isfile(pkg_init):
+            if isfile(pkg_init):
                 files.append(pkg_init)
                 folder = os.path.join(folder, part)
-            elif os.path.isfile(module_file) and k == len(parts) - 1:
+            elif isfile(module_file) and k == len(parts) - 1:
                 files.append(module_file)
                 break
             else:
@@ -97,13 +100,24 @@ def resolve_module(name: str, roots: list[str]) -> list[str]:
     return []
 
 
-def follow_imports(entry_files: list[str], roots: list[str], inside: str) -> list[str]:
+def _recording_isfile(probes: dict):
+    def isfile(path: str) -> bool:
+        found = probes["isfile:" + path] = os.path.isfile(path)
+        return found
+
+    return isfile
+
+
+def follow_imports(
+    entry_files: list[str], roots: list[str], inside: str, probes: dict | None = None
+) -> list[str]:
     """All local files reachable from `entry_files` by imports, entries included, sorted.
 
-    Only files under `inside` (the workspace root) count.
+    Only files under `inside` (the workspace root) count. `probes` as in resolve_module.
     """
+    isfile = os.path.isfile if probes is None else _recording_isfile(probes)
     seen: set[str] = set()
-    todo = [f for f in entry_files if os.path.isfile(f)]
+    todo = [f for f in entry_files if isfile(f)]
     inside = os.path.join(inside, "")
     while todo:
         path = todo.pop()
@@ -118,8 +132,8 @@ def follow_imports(entry_files: list[str], roots: list[str], inside: str) -> lis
                 base = here
                 for _ in range(level - 1):
                     base = os.path.dirname(base)
-                found = resolve_module(mod, [base]) if mod else []
+                found = resolve_module(mod, [base], probes) if mod else []
             else:
-                found = resolve_module(mod, [here, *roots])
+                found = resolve_module(mod, [here, *roots], probes)
             todo.extend(f for f in found if f not in seen)
     return sorted(seen)

@@ -211,7 +211,7 @@ class Builder:
 
     def run(self, names: list[str], executor=None) -> Summary:
         selected = set(names)
-        waiting = {n: {u for u in self.p.graph.predecessors(n) if u in selected} for n in names}
+        waiting = {n: {u for u in self.p.predecessors(n) if u in selected} for n in names}
         ready = [n for n in names if not waiting[n]]
         order = {n: i for i, n in enumerate(names)}
         bad: dict[str, str] = {}  # stage -> the failed stage it stands behind
@@ -299,7 +299,7 @@ class Builder:
 
     def _release(self, name, failed, waiting, ready, order, bad):
         """Mark `name` done; downstream stages whose upstream all ended become ready."""
-        for succ in self.p.graph.successors(name):
+        for succ in self.p.successors(name):
             if succ not in waiting:
                 continue
             if failed:

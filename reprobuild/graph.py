@@ -10,11 +10,13 @@ from __future__ import annotations
 import bisect
 import os
 from dataclasses import dataclass
-
-import networkx as nx
+from typing import TYPE_CHECKING
 
 from .errors import PipelineError, UsageError
 from .pipeline import Pipeline, Stage
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,8 @@ def build(pipeline: Pipeline, root_dir: str, check_missing: bool = True) -> nx.D
     `root_dir` is the pipeline folder, for the check (unless not `check_missing`,
     as when `import` is about to bring one) that deps no stage makes exist.
     """
+    import networkx as nx  # not on the no-op path: the plan cache holds the edges
+
     stages = pipeline.stages
     g = nx.DiGraph()
     g.add_nodes_from(stages)
@@ -123,7 +127,25 @@ def _check_overlapping_outs(pipeline: Pipeline, index: OutIndex) -> None:
                 )
 
 
+def from_edges(names, edges) -> nx.DiGraph:
+    """The graph `build` made, from its nodes and its edges in the order `edges_of` gives."""
+    import networkx as nx
+
+    g = nx.DiGraph()
+    g.add_nodes_from(names)
+    g.add_edges_from(edges)
+    return g
+
+
+def edges_of(g: nx.DiGraph) -> list[tuple[str, str]]:
+    """Edges in the order `build` added them (into each stage, in file order), so that
+    `from_edges` gives the same order of successors and predecessors."""
+    return [(u, v) for v in g.nodes for u in g.predecessors(v)]
+
+
 def _check_cycles(g: nx.DiGraph, pipeline: Pipeline) -> None:
+    import networkx as nx
+
     try:
         cycle = nx.find_cycle(g)
     except nx.NetworkXNoCycle:
@@ -137,6 +159,8 @@ def _check_cycles(g: nx.DiGraph, pipeline: Pipeline) -> None:
 
 def order(g: nx.DiGraph) -> list[str]:
     """Stages in a stable topological order: file order among ready stages."""
+    import networkx as nx
+
     position = {name: i for i, name in enumerate(g.nodes)}
     return list(nx.lexicographical_topological_sort(g, key=position.__getitem__))
 
@@ -144,6 +168,8 @@ def order(g: nx.DiGraph) -> list[str]:
 def select(g: nx.DiGraph, pipeline: Pipeline, targets: list[str], pipeline_dir: str) -> list[str]:
     """Stages needed for `targets` (stage names, stage-name prefixes of foreach groups,
     or output paths), upstream included, in build order. No targets: all of them."""
+    import networkx as nx
+
     if not targets:
         return order(g)
     index = OutIndex.build(pipeline.stages)

@@ -42,22 +42,14 @@ changes the hash and the YAML is parsed again. It is only a cache.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
 from pathlib import Path
 
-import yaml
-
 from .fsutil import atomic_write
 from .hashing import HEX32, Meta, hash_bytes
-
-try:
-    from yaml import CSafeDumper as _Dumper
-    from yaml import CSafeLoader as _Loader
-except ImportError:  # pragma: no cover
-    from yaml import SafeDumper as _Dumper  # type: ignore[assignment]
-    from yaml import SafeLoader as _Loader
 
 SCHEMA = 1
 MAX_NODES = 1_000_000  # as yamlio's budget for pipeline files, plus the text's length
@@ -69,14 +61,26 @@ class _Flow(dict):
     """A mapping written on one line: `{hash: ..., size: ...}`."""
 
 
-class _LockDumper(_Dumper):
-    pass
+@functools.cache
+def _yaml():
+    """(yaml, loader, dumper), imported when first needed: a no-op reads the parsed copy."""
+    import yaml
 
+    try:
+        from yaml import CSafeDumper as _Dumper
+        from yaml import CSafeLoader as _Loader
+    except ImportError:  # pragma: no cover
+        from yaml import SafeDumper as _Dumper  # type: ignore[assignment]
+        from yaml import SafeLoader as _Loader
 
-_LockDumper.add_representer(
-    _Flow,
-    lambda d, data: d.represent_mapping("tag:yaml.org,2002:map", data.items(), flow_style=True),
-)
+    class _LockDumper(_Dumper):
+        pass
+
+    _LockDumper.add_representer(
+        _Flow,
+        lambda d, data: d.represent_mapping("tag:yaml.org,2002:map", data.items(), flow_style=True),
+    )
+    return yaml, _Loader, _LockDumper
 
 
 def read(path: Path, parsed_copy: Path | None = None) -> tuple[dict, str | None]:
@@ -132,6 +136,7 @@ def parse_all(
     text: str, name: str = "reprobuild.lock", dropped: list[str] | None = None
 ) -> tuple[dict, dict, str | None]:
     """(stages, sources, problem); unsafe entries are left out, each named in a warning."""
+    yaml = _yaml()[0]
     try:
         data = _load(text)
     except yaml.YAMLError:
@@ -181,6 +186,7 @@ class _TooBig(Exception):
 
 def _load(text: str):
     """yaml.load with an alias budget: nodes are counted as expanded before anything is built."""
+    yaml, _Loader, _ = _yaml()
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
@@ -237,6 +243,7 @@ def dumps(stages: dict, sources: dict | None = None) -> str:
     if sources:
         body["sources"] = {p: _Flow(_meta_order(sources[p])) for p in sorted(sources)}
     body["stages"] = {name: _ordered(stages[name]) for name in sorted(stages)}
+    yaml, _, _LockDumper = _yaml()
     return yaml.dump(
         body,
         Dumper=_LockDumper,

@@ -151,16 +151,34 @@ class Pipeline:
         return None
 
 
-def load(ws: Workspace, cache_opt: str | None = None) -> Pipeline:
-    """`cache_opt` is --cache-dir: outs may not touch the cache, wherever it is."""
+def load(ws: Workspace, cache_opt: str | None = None, seen: Observed | None = None) -> Pipeline:
+    """`cache_opt` is --cache-dir: outs may not touch the cache, wherever it is.
+    `seen`, when given, collects what on disk the result depends on (plancache.py)."""
     display = ws.display(ws.pipeline_file)
     data = yamlio.load_file(ws.pipeline_file, display)
-    return Loader(ws, display, cache_opt).load(data)
+    return Loader(ws, display, cache_opt, seen).load(data)
+
+
+@dataclass
+class Observed:
+    """What loading looked at besides the pipeline and params files: the plan cache's key."""
+
+    code: set[str] = field(default_factory=set)  # absolute paths of code files read by codescan
+    probes: dict[str, bool] = field(default_factory=dict)  # "isfile:P" / "exists:P" -> answer
+    checked: set[str] = field(default_factory=set)  # absolute paths refused if via a symlink out
+    outs: set[str] = field(default_factory=set)  # absolute out paths, refused if in the cache
 
 
 class Loader:
-    def __init__(self, ws: Workspace, display: str, cache_opt: str | None = None):
+    def __init__(
+        self,
+        ws: Workspace,
+        display: str,
+        cache_opt: str | None = None,
+        seen: Observed | None = None,
+    ):
         self.ws = ws
+        self.seen = seen if seen is not None else Observed()
         self.cache_opt = cache_opt
         self.cache_root = str(ws.root / "cache")
         self.real_cache = os.path.realpath(self.cache_root)
@@ -201,11 +219,7 @@ class Loader:
         if not isinstance(data, dict):
             raise self.error("the pipeline file must be a mapping", line=1)
         self.check_fields(data, TOP_FIELDS, "the pipeline file")
-        configured = data.get("cache") if isinstance(data.get("cache"), str) else None
-        self.cache_root = str(cache_dir(self.ws, configured, self.cache_opt))
-        self.real_cache = os.path.realpath(self.cache_root)
-        # `link: symlink` outs are links into the cache's objects, wherever the cache is
-        self.real_objects = os.path.join(self.real_cache, "objects")
+        self.use_cache(data.get("cache") if isinstance(data.get("cache"), str) else None)
 
         files = self.params_files(data)
         self.params_files_data = params_mod.load_params(self.ws.dir, files, self.file)
@@ -290,6 +304,13 @@ class Loader:
             found.append(Source(path, url, line))
         return tuple(found)
 
+    def use_cache(self, configured: str | None) -> None:
+        """Where the cache is (`cache:` as `configured`), for the checks of outs and links."""
+        self.cache_root = str(cache_dir(self.ws, configured, self.cache_opt))
+        self.real_cache = os.path.realpath(self.cache_root)
+        # `link: symlink` outs are links into the cache's objects, wherever the cache is
+        self.real_objects = os.path.join(self.real_cache, "objects")
+
     def trusted_keys(self, data) -> tuple[str, ...]:
         """`trusted_keys:` public keys, each `ed25519:<base64>` of 32 bytes (signature.py)."""
         from .signature import parse_public  # no cryptography needed to check the form
@@ -315,7 +336,7 @@ class Loader:
         if value is None:
             return (
                 [params_mod.DEFAULT_PARAMS]
-                if (self.ws.dir / params_mod.DEFAULT_PARAMS).is_file()
+                if self.isfile(self.ws.dir / params_mod.DEFAULT_PARAMS)
                 else []
             )
         files = [value] if isinstance(value, str) else value
@@ -567,17 +588,15 @@ class Loader:
                 f"out '{raw}' would contain the pipeline's own folder", container, key, stage
             )
         full = os.path.normpath(os.path.join(self.base, path))
-        real = os.path.realpath(full)
-        if os.path.islink(full) and _within(real, self.real_objects):
-            real = full  # a `link: symlink` out: removing it removes the link, not the object
-        for mine, cache in ((full, self.cache_root), (real, self.real_cache)):
-            if _within(mine, cache) or _within(cache, mine):
-                raise self.error(
-                    f"out '{raw}' would delete or overwrite the cache ({self.ws.display(cache)})",
-                    container,
-                    key,
-                    stage,
-                )
+        self.seen.outs.add(full)
+        cache = self.cache_clash(full)
+        if cache is not None:
+            raise self.error(
+                f"out '{raw}' would delete or overwrite the cache ({self.ws.display(cache)})",
+                container,
+                key,
+                stage,
+            )
         parts = path.split("/")
         protected = {
             ".git",
@@ -605,9 +624,9 @@ class Loader:
             raise self.error(
                 f"path '{raw}' leaves the workspace ({self.root_display()})", container, key, stage
             )
-        if not self.inside_real_root(
-            os.path.dirname(os.path.join(self.base, rel)), os.path.join(self.base, rel)
-        ):
+        full = os.path.join(self.base, rel)
+        self.seen.checked.add(full)
+        if not self.inside_real_root(os.path.dirname(full), full):
             raise self.error(
                 f"path '{raw}' leads out of the workspace through a symlink", container, key, stage
             )
@@ -627,6 +646,20 @@ class Loader:
     def _real_inside(self, real: str) -> bool:
         return _within(real, self.real_root) or _within(real, self.real_objects)
 
+    def cache_clash(self, full: str) -> str | None:
+        """The cache folder an out at `full` would delete or overwrite, if any."""
+        real = os.path.realpath(full)
+        if os.path.islink(full) and _within(real, self.real_objects):
+            real = full  # a `link: symlink` out: removing it removes the link, not the object
+        for mine, cache in ((full, self.cache_root), (real, self.real_cache)):
+            if _within(mine, cache) or _within(cache, mine):
+                return cache
+        return None
+
+    def isfile(self, path) -> bool:
+        found = self.seen.probes["isfile:" + str(path)] = os.path.isfile(path)
+        return found
+
     def root_display(self) -> str:
         return self.ws.display(self.ws.root)
 
@@ -642,9 +675,16 @@ class Loader:
                         continue
                     entries.append(path)
                 else:
-                    entries.extend(codescan.resolve_module(target, [wdir_abs, self.root]))
-        files = codescan.follow_imports(entries, [wdir_abs, self.root], self.root)
-        missing = [p for p in entries if not os.path.exists(p)]  # checked later against outs
+                    entries.extend(
+                        codescan.resolve_module(target, [wdir_abs, self.root], self.seen.probes)
+                    )
+        files = codescan.follow_imports(entries, [wdir_abs, self.root], self.root, self.seen.probes)
+        self.seen.code.update(files)
+        missing = []  # checked later against outs
+        for p in entries:
+            exists = self.seen.probes["exists:" + p] = os.path.exists(p)
+            if not exists:
+                missing.append(p)
         found = []
         for path in sorted(set(files) | set(missing)):
             rel = os.path.relpath(path, self.base).replace(os.sep, "/")
@@ -670,7 +710,7 @@ class Loader:
                         )
                     if fname not in self.params_files_data:
                         self.check_path(fname, ".", value, i, stage)
-                        if not (self.ws.dir / fname).is_file():
+                        if not self.isfile(self.ws.dir / fname):
                             raise self.error(
                                 f"params file '{fname}' does not exist", value, i, stage
                             )
@@ -735,7 +775,7 @@ class Loader:
         from .envs import lock_files
 
         for rel in lock_files(path):
-            if not (self.ws.dir / rel).is_file():
+            if not self.isfile(self.ws.dir / rel):
                 raise self.error(
                     f"env.requirements: '{rel}' does not exist", node, "requirements", stage
                 )

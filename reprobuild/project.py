@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import networkx as nx
+from typing import TYPE_CHECKING
 
 from . import graph as graph_mod
 from . import lockfile
 from . import pipeline as pipeline_mod
+from . import plancache as plan_mod
 from .cache import Cache
 from .decision import Prober
 from .graph import OutIndex
@@ -18,17 +18,59 @@ from .hashing import Hasher, StatCache
 from .packages import Installed
 from .workspace import Workspace, cache_dir, open_workspace
 
+if TYPE_CHECKING:
+    import networkx as nx
+
 
 @dataclass
 class Project:
     ws: Workspace
     pipeline: pipeline_mod.Pipeline
-    graph: nx.DiGraph
+    _graph: nx.DiGraph | None  # from `edges` when first asked for (networkx is slow)
     cache: Cache
     hasher: Hasher
     prober: Prober
     outs: OutIndex
     _lock_memo: tuple | None = field(default=None, repr=False)  # (file identity, read_all)
+    edges: list[tuple[str, str]] | None = None  # graph.edges_of, when _graph is None
+    order: list[str] | None = None  # graph.order, from the plan cache
+    plan_used: bool = False  # the pipeline came from the plan cache (plancache.py)
+
+    @property
+    def graph(self) -> nx.DiGraph:
+        if self._graph is None:
+            self._graph = graph_mod.from_edges(self.pipeline.stages, self.edges or ())
+        return self._graph
+
+    @graph.setter
+    def graph(self, g: nx.DiGraph) -> None:
+        self._graph, self.edges, self.order, self._adjacent = g, None, None, None
+
+    _adjacent = None
+
+    def predecessors(self, name: str) -> list[str]:
+        return self._adjacency()[0].get(name, [])
+
+    def successors(self, name: str) -> list[str]:
+        return self._adjacency()[1].get(name, [])
+
+    def _adjacency(self) -> tuple[dict, dict]:
+        """{stage: predecessors}, {stage: successors} in the graph's own order, without it."""
+        if self._adjacent is None:
+            if self.edges is None:
+                g = self.graph
+                self._adjacent = (
+                    {n: list(g.predecessors(n)) for n in g},
+                    {n: list(g.successors(n)) for n in g},
+                )
+            else:
+                preds: dict[str, list[str]] = {}
+                succs: dict[str, list[str]] = {}
+                for u, v in self.edges:
+                    preds.setdefault(v, []).append(u)
+                    succs.setdefault(u, []).append(v)
+                self._adjacent = (preds, succs)
+        return self._adjacent
 
     @classmethod
     def open(
@@ -39,17 +81,39 @@ class Project:
         check_missing: bool = True,
     ) -> Project:
         ws = open_workspace(file_opt, cwd)
-        pipe = pipeline_mod.load(ws, cache_opt)
+        cache = hasher = None
+        doc = plan_mod.read(ws)
+        if doc is not None:
+            settings = plan_mod.settings(doc)
+            cache = Cache(cache_dir(ws, settings[0], cache_opt), link=settings[1])
+            hasher = Hasher(StatCache(cache.stat_cache_path()))
+            found = plan_mod.check(doc, ws, hasher, check_missing, cache_opt)
+            if found is not None:
+                pipe = found.pipeline
+                return cls._made(ws, pipe, None, cache, hasher, found.edges, found.order, True)
+        started = plan_mod.started()
+        seen = pipeline_mod.Observed()
+        pipe = pipeline_mod.load(ws, cache_opt, seen)
         g = graph_mod.build(pipe, str(ws.dir), check_missing)
-        cache = Cache(cache_dir(ws, pipe.cache, cache_opt), link=pipe.link)
+        if cache is None or (pipe.cache, pipe.link) != plan_mod.settings(doc):
+            cache = Cache(cache_dir(ws, pipe.cache, cache_opt), link=pipe.link)
+            hasher = Hasher(StatCache(cache.stat_cache_path()))
+        plan = plan_mod.Plan(pipe, graph_mod.order(g), graph_mod.edges_of(g))
+        plan_mod.save(ws, plan, seen, hasher, started, cache_opt)
+        return cls._made(ws, pipe, g, cache, hasher, None, plan.order, False)
+
+    @classmethod
+    def _made(cls, ws, pipe, g, cache, hasher, edges, order, plan_used) -> Project:
         if pipe.trusted_keys or os.environ.get("REPROBUILD_TRUSTED_KEYS"):
             from .signature import trust_for
 
             cache.trust = trust_for(pipe.trusted_keys)
-        hasher = Hasher(StatCache(cache.stat_cache_path()))
         installed = Installed(cache.root / "packages.json")
         prober = Prober(str(ws.dir), hasher, installed)
-        return cls(ws, pipe, g, cache, hasher, prober, OutIndex.build(pipe.stages))
+        outs = OutIndex.build(pipe.stages)
+        return cls(
+            ws, pipe, g, cache, hasher, prober, outs, edges=edges, order=order, plan_used=plan_used
+        )
 
     def reload(self) -> None:
         """Read the pipeline file again (after reprobuild itself edited it)."""
@@ -93,6 +157,8 @@ class Project:
         )
 
     def select(self, targets) -> list[str]:
+        if not targets and self.order is not None:
+            return list(self.order)
         return graph_mod.select(self.graph, self.pipeline, list(targets), str(self.ws.dir))
 
     def resolve(self, targets) -> list[str]:

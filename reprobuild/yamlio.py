@@ -12,14 +12,7 @@ ever constructed from tags) and converted by hand, so that:
 
 from __future__ import annotations
 
-import yaml
-
 from .errors import PipelineError
-
-try:  # the C parser is 10x faster; fall back when libyaml is missing
-    from yaml import CSafeLoader as _Loader
-except ImportError:  # pragma: no cover
-    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
 
 # Values (scalars + containers) a document may expand to, aliases counted each
 # time they are used. 1,000,000 is far beyond any real pipeline.
@@ -55,6 +48,12 @@ def line_of(container, key, default: int = 0) -> int:
 
 def load(text: str, filename: str):
     """Parse one YAML document into MDict/MList/scalars; errors name the file and line."""
+    import yaml  # here, not at the top: a no-op from the plan cache parses no YAML
+
+    try:  # the C parser is 10x faster; fall back when libyaml is missing
+        from yaml import CSafeLoader as _Loader
+    except ImportError:  # pragma: no cover
+        from yaml import SafeLoader as _Loader  # type: ignore[assignment]
     try:
         node = yaml.compose(text, Loader=_Loader)
     except yaml.YAMLError as exc:
@@ -91,9 +90,13 @@ class _Converter:
         self.filename = filename
         self.budget = MAX_NODES
         # scalar construction is delegated to PyYAML's safe constructor
+        import yaml
+
+        self.yaml = yaml
         self.constructor = yaml.constructor.SafeConstructor()
 
     def convert(self, node):
+        yaml = self.yaml
         self.budget -= 1
         if self.budget < 0:
             raise PipelineError(

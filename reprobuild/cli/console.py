@@ -4,19 +4,37 @@ from __future__ import annotations
 
 import os
 import sys
-
-from rich.console import Console
+from typing import TYPE_CHECKING
 
 from ..decision import RESTORE, RUN
 from ..reporter import Reporter
 from ..safetext import markup_escape as escape
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 FATE_STYLE = {RUN: "yellow", RESTORE: "cyan", "skip": "green"}
 FATE_WORD = {RUN: "run", RESTORE: "restore", "skip": "up to date"}
 
 
 def make_console(stderr: bool = False) -> Console:
+    from rich.console import Console
+
     return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+class LazyConsole:
+    """A rich Console made when first used: a build or status that prints nothing
+    through it (a quiet no-op) never imports rich."""
+
+    def __init__(self, stderr: bool = False):
+        self._stderr = stderr
+        self._console = None
+
+    def __getattr__(self, name):  # only for what the proxy itself does not have
+        if self._console is None:
+            self._console = make_console(self._stderr)
+        return getattr(self._console, name)
 
 
 class ConsoleReporter(Reporter):
@@ -28,7 +46,7 @@ class ConsoleReporter(Reporter):
         prefix_output: bool = False,
     ):
         self.c = console
-        self.err = make_console(stderr=True)
+        self.err = LazyConsole(stderr=True)
         self.verbose = verbose
         self.quiet = quiet
         self.prefix_output = prefix_output

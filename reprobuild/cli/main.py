@@ -241,11 +241,14 @@ def _open(args):
 
 def _reporter(args, jobs: int = 1):
     """Rich live panel on a terminal; plain lines (prefixed by stage under -j) when piped."""
-    from .console import ConsoleReporter, LiveReporter, make_console
+    from .console import ConsoleReporter, LazyConsole, LiveReporter, make_console
 
-    console = make_console()
-    if console.is_terminal and not args.quiet and not args.dry_run:
-        return LiveReporter(console, verbose=args.verbose, quiet=args.quiet)
+    if args.quiet or args.dry_run:
+        console = LazyConsole()  # rich only if something is printed
+    else:
+        console = make_console()
+        if console.is_terminal:
+            return LiveReporter(console, verbose=args.verbose, quiet=args.quiet)
     return ConsoleReporter(console, verbose=args.verbose, quiet=args.quiet, prefix_output=jobs != 1)
 
 
@@ -336,9 +339,9 @@ def cmd_status(args) -> int:
             doc["warning"] = problem
         print(json.dumps(doc, indent=2))
     elif not args.quiet:
-        from .console import ConsoleReporter, make_console, show_alarms
+        from .console import ConsoleReporter, LazyConsole, show_alarms
 
-        reporter = ConsoleReporter(make_console())
+        reporter = ConsoleReporter(LazyConsole())
         if problem:
             reporter.warning(problem)
         for st in source_states:

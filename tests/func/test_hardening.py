@@ -351,7 +351,7 @@ SYSTEM_PYTHON = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.mino
 
 def _as_user(user: str, cwd: Path, *args: str) -> subprocess.CompletedProcess:
     """reprobuild run by another user. This venv's interpreter may live where only root can
-    read (/root/.pyenv), so the system's Python of the same version runs it, with this
+    read (root's home, with pyenv), so the system's Python of the same version runs it, with this
     checkout and this venv's packages on its path (same minor version: same ABI)."""
     import sysconfig
 

@@ -273,6 +273,7 @@ class Hasher:
         if real in _seen:
             return entries  # a symlink loop
         seen = _seen | {real}
+        lookup = self.stats.lookup
         top = folder.rstrip(os.sep) or os.sep
         cut = len(top.rstrip(os.sep)) + 1  # relative paths by slicing: relpath is slow
         for dirpath, dirnames, filenames in os.walk(top, followlinks=False):
@@ -287,13 +288,13 @@ class Hasher:
                     continue  # a dangling symlink is no content
                 if not stat_mod.S_ISREG(st.st_mode):
                     continue  # sockets, fifos: not content
-                meta = self.file(full, st)
-                rel = full[cut:].replace(os.sep, "/")
+                # the stat cache first: no Meta per file on the no-op path
+                digest = lookup(full, st) or self.file(full, st).hash
                 entries.append(
                     {
-                        "path": rel,
-                        "hash": meta.hash,
-                        "size": meta.size,
+                        "path": full[cut:].replace(os.sep, "/"),
+                        "hash": digest,
+                        "size": st.st_size,
                         "exec": bool(st.st_mode & 0o111),
                     }
                 )

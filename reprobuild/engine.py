@@ -192,7 +192,7 @@ class Builder:
                 self.source_metas[st.path] = st.current
             if st.status in (sources.CHANGED, sources.UNRECORDED) and st.current is not None:
                 w.update_source(st.path, sources.record(self.p, st, w.sources.get(st.path)))
-                self.reporter.source_recorded(st.path, st.reason)
+                self.reporter.source_recorded(st.path, st.recorded_because)
             elif st.status == sources.MISSING:
                 if sources.restore(self.p, st) or self._pull_source(st):
                     self.source_metas[st.path] = st.locked
@@ -605,7 +605,7 @@ def commit(
         for st in sources.check(project, writer.sources, wanted):
             if st.current is None:
                 if st.status != sources.OK and source_paths is not None:
-                    raise_missing("(source)", st.path, "source")
+                    raise UsageError(f"source '{st.path}' does not exist; nothing to commit")
                 continue
             if st.status != sources.OK:
                 writer.update_source(
@@ -675,7 +675,7 @@ def checkout(
             if meta is None or path not in declared_sources:
                 result.ignored.append(f"(source): {path}")
                 continue
-            _checkout_one(project, "(source)", path, meta, force, result)
+            _checkout_one(project, sources.OWNER, path, meta, force, result)
         for name in sorted(entries) if names is None else names:
             entry = entries.get(name) or {}
             stage = project.pipeline.stages.get(name)

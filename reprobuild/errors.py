@@ -60,6 +60,7 @@ class PipelineError(ReprobuildError):
             where += f"stage '{stage}': "
         super().__init__(where + message, hint)
         self.file, self.line, self.stage = file, line, stage
+        self.bare = message  # without the place, for a caller that names it otherwise
 
 
 class WorkspaceBusy(ReprobuildError):

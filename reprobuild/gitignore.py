@@ -4,20 +4,21 @@ As DVC users expect, each tracked source and each cached out (metrics are
 small and reviewable, so they stay in git) is listed in a `.gitignore` next
 to it, in a block that reprobuild owns:
 
-    # >>> reprobuild: tracked sources and cached outs (managed; edit outside this block)
+    # >>> reprobuild reprobuild.yaml: tracked sources and cached outs (managed; edit outside this block)
     /claims.parquet
     /features
-    # <<< reprobuild
+    # <<< reprobuild reprobuild.yaml
 
 Only the lines between the marks are ever written; every other line of the
 file is left exactly as it was, and a file reprobuild created holding nothing
 but its block is removed when the block empties. A path that git already
 tracks is not listed (ignoring it would have no effect but confusion).
 
-Only in a git work tree. What was last written is remembered in
-`.reprobuild/gitignore.json` (`{folder: [line, ...]}`, folders relative to
-the pipeline folder), so an unchanged pipeline costs one small read and no
-git call.
+The block names its pipeline file, so two pipelines in one folder each keep
+their own. Only in a git work tree. What was last written is remembered in
+`.reprobuild/NAME.yaml.gitignore.json` (`{folder: [line, ...]}`, folders
+relative to the pipeline folder), so an unchanged pipeline costs one small
+read and no git call.
 """
 
 from __future__ import annotations
@@ -29,9 +30,9 @@ from pathlib import Path
 
 from .fsutil import atomic_write
 
-BEGIN = "# >>> reprobuild: tracked sources and cached outs (managed; edit outside this block)"
-END = "# <<< reprobuild"
-STATE = "gitignore.json"
+# one block per pipeline file: two pipelines in one folder keep their own lines
+BEGIN = "# >>> reprobuild {}: tracked sources and cached outs (managed; edit outside this block)"
+END = "# <<< reprobuild {}"
 
 
 def wanted_paths(pipeline) -> list[str]:
@@ -47,7 +48,8 @@ def sync(project) -> None:
     ws = project.ws
     if not (ws.root / ".git").exists():
         return
-    state_file = ws.state_dir / STATE
+    owner = ws.pipeline_file.name
+    state_file = ws.state_dir / (owner + ".gitignore.json")
     desired = _desired(project)
     try:
         previous = json.loads(state_file.read_text())
@@ -59,7 +61,7 @@ def sync(project) -> None:
     if tracked:
         desired = _desired(project, skip=tracked)
     for folder in sorted(set(desired) | set(previous or {})):
-        _write_block(ws.dir / folder, desired.get(folder, []))
+        _write_block(ws.dir / folder, desired.get(folder, []), owner)
     if ws.state_dir.is_dir():
         atomic_write(state_file, json.dumps(desired, sort_keys=True).encode())
 
@@ -92,7 +94,7 @@ def _tracked_by_git(base: Path, paths: list[str]) -> set[str]:
     return {p for p in paths if any(f == p or f.startswith(p + "/") for f in listed)}
 
 
-def _write_block(folder: Path, lines: list[str]) -> None:
+def _write_block(folder: Path, lines: list[str], owner: str) -> None:
     path = folder / ".gitignore"
     try:
         text = path.read_text()
@@ -100,7 +102,7 @@ def _write_block(folder: Path, lines: list[str]) -> None:
         text = None
     if text is None and not lines:
         return
-    outside, had_block = split_block(text or "")
+    outside, had_block = split_block(text or "", owner)
     if not lines and not had_block:
         return
     if not lines and not "".join(outside).strip():
@@ -110,20 +112,21 @@ def _write_block(folder: Path, lines: list[str]) -> None:
     if lines:
         if body and body[-1].strip():
             body.append("")
-        body += [BEGIN, *lines, END]
+        body += [BEGIN.format(owner), *lines, END.format(owner)]
     new = "\n".join(body).rstrip("\n") + "\n"
     if new != text:
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write(path, new.encode())
 
 
-def split_block(text: str) -> tuple[list[str], bool]:
-    """(the lines outside reprobuild's block, whether there was a block)."""
+def split_block(text: str, owner: str) -> tuple[list[str], bool]:
+    """(the lines outside `owner`'s block, whether there was one)."""
+    begin, end = BEGIN.format(owner), END.format(owner)
     outside, inside, had = [], False, False
     for line in text.splitlines():
-        if line == BEGIN:
+        if line == begin:
             inside, had = True, True
-        elif line == END and inside:
+        elif line == end and inside:
             inside = False
         elif not inside:
             outside.append(line)

@@ -27,7 +27,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .errors import UsageError
+from .errors import EXIT_FAILED, ReprobuildError, UsageError
 from .fsutil import remove_path
 from .hashing import Meta
 from .remote import _missing_backend, _one_line, redact
@@ -35,8 +35,11 @@ from .remote import _missing_backend, _one_line, redact
 PIN_FIELDS = ("etag", "version_id", "checksum", "mtime")
 
 
-class OriginError(UsageError):
-    """The origin cannot give what the lockfile pins (or cannot be reached)."""
+class OriginError(ReprobuildError):
+    """The origin cannot give what the lockfile pins, or cannot be reached: a failure (exit
+    1), not bad usage."""
+
+    exit_code = EXIT_FAILED
 
 
 def open_url(url: str):

@@ -288,7 +288,7 @@ class Loader:
             path = self.check_path(entry, ".", value, i, None)
             if path == ".":
                 raise self.error("a source cannot be the pipeline's own folder", value, i)
-            self.check_out_target(path, entry, value, i, None)
+            self.check_out_target(path, entry, value, i, None, what="source")
             line = yamlio.line_of(value, i)
             for other in found:
                 if _overlap(path, other.path):
@@ -579,20 +579,22 @@ class Loader:
             out.append((path, yamlio.line_of(value, i), flags))
         return out
 
-    def check_out_target(self, path: str, raw: str, container, key, stage) -> None:
+    def check_out_target(
+        self, path: str, raw: str, container, key, stage, what: str = "out"
+    ) -> None:
         """Outs are deleted before a run: never the project itself or reprobuild's own files."""
         from_root = os.path.normpath(os.path.join(self.base_from_root, path))
         here = os.path.normpath(self.base_from_root)
         if from_root == "." or here == from_root or here.startswith(from_root + "/"):
             raise self.error(
-                f"out '{raw}' would contain the pipeline's own folder", container, key, stage
+                f"{what} '{raw}' would contain the pipeline's own folder", container, key, stage
             )
         full = os.path.normpath(os.path.join(self.base, path))
         self.seen.outs.add(full)
         cache = self.cache_clash(full)
         if cache is not None:
             raise self.error(
-                f"out '{raw}' would delete or overwrite the cache ({self.ws.display(cache)})",
+                f"{what} '{raw}' would delete or overwrite the cache ({self.ws.display(cache)})",
                 container,
                 key,
                 stage,
@@ -609,7 +611,7 @@ class Loader:
         }
         if parts[0] in protected or ".git" in parts:
             raise self.error(
-                f"out '{raw}' is one of reprobuild's or git's own files", container, key, stage
+                f"{what} '{raw}' is one of reprobuild's or git's own files", container, key, stage
             )
 
     def check_path(self, raw: str, wdir: str, container, key, stage) -> str:

@@ -64,10 +64,20 @@ def add_sources(text: str, entries: list[tuple[str, str | None]]) -> str:
         close = text.rindex("]", value.start_mark.index, value.end_mark.index)
         sep = ", " if value.value else ""
         return text[:close] + sep + ", ".join(items) + text[close:]
-    last = value.value[-1]
     indent = " " * value.start_mark.column
     # after the last item's own text (its comments and following lines stay where they are)
-    end = last.end_mark.index
+    end = _text_end(value.value[-1])
     line_end = text.find("\n", end)
     line_end = len(text) if line_end < 0 else line_end
     return text[:line_end] + "".join(f"\n{indent}- {i}" for i in items) + text[line_end:]
+
+
+def _text_end(node) -> int:
+    """Where a node's own text ends. A block mapping or sequence ends only where the next
+    token starts (a following line), so descend to its last scalar or flow node."""
+    while isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and not node.flow_style:
+        if not node.value:
+            break
+        last = node.value[-1]
+        node = last[1] if isinstance(node, yaml.MappingNode) else last
+    return node.end_mark.index

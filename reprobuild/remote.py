@@ -65,7 +65,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import hashing
+from . import hashing, sources
 from .cache import TMP_PREFIX, CorruptObject, MissingObject, check_manifest, parse_run_doc
 from .errors import CacheError, ReprobuildError, UsageError
 from .fsutil import atomic_write
@@ -705,15 +705,13 @@ def lock_outs(
 ) -> tuple[list[tuple[str, str, Meta]], list[str], dict]:
     """(stage, path, meta) of every cached out the lockfile records for these stages
     (all when None) and of the tracked sources in `source_paths` (all when None;
-    stage "(source)"), the keys of their run records, and the lockfile's entries."""
-    from . import sources
-
+    stage sources.OWNER), the keys of their run records, and the lockfile's entries."""
     entries, problem = project.read_lock()
     if problem:
         raise UsageError(problem)
     declared = {s.path for s in project.pipeline.sources}
     outs = [
-        ("(source)", path, meta)
+        (sources.OWNER, path, meta)
         for path, meta in sources.metas(project.read_sources(), source_paths)
         if path in declared and HEX.match(meta.hash)
     ]
@@ -771,7 +769,7 @@ def pull(
         result = remote.fetch([m for _, _, m in outs], progress)
         result.runs = remote.fetch_runs(keys)
         result.untrusted = [f"{why}: run record {k}" for k, why in sorted(remote.untrusted.items())]
-        _from_origins(project, [(p, m) for owner, p, m in outs if owner == "(source)"])
+        _from_origins(project, [(p, m) for owner, p, m in outs if owner == sources.OWNER])
         result.missing = [f"{stage}: {path}" for stage, path, m in outs if not project.cache.has(m)]
     return result, entries
 

@@ -27,13 +27,14 @@ import os
 from dataclasses import dataclass
 
 from .cache import CorruptObject, MissingObject
-from .errors import UsageError
+from .errors import PipelineError, UsageError
 from .fsutil import atomic_write
 from .hashing import Meta
 from .pipeline import Source
 
 OK, CHANGED, MISSING, UNRECORDED = "ok", "changed", "missing", "unrecorded"
 ORIGIN_FIELDS = ("url", "etag", "version_id", "checksum", "mtime")  # pins of an import
+OWNER = "tracked source"  # where messages name a stage ("stage: path"); no stage has a space
 
 
 @dataclass
@@ -46,6 +47,11 @@ class SourceState:
     @property
     def path(self) -> str:
         return self.source.path
+
+    @property
+    def recorded_because(self) -> str:
+        """Why `build` or `commit` records it (the user's reason lines say what to do)."""
+        return "source changed" if self.status == CHANGED else "new source"
 
     @property
     def reason(self) -> str | None:
@@ -222,14 +228,25 @@ def _declare(project, text: str, paths: list[str], url: str | None) -> str:
         raise UsageError(f"{project.pipeline.file}: {exc}; add the source by hand") from None
     display = project.pipeline.file
     loader = pipeline_mod.Loader(project.ws, display, str(project.cache.root))
-    pipe = loader.load(yamlio.load(new_text, display))
-    graph_mod.build(pipe, str(project.ws.dir))
+    try:
+        pipe = loader.load(yamlio.load(new_text, display))
+        graph_mod.build(pipe, str(project.ws.dir))
+    except PipelineError as exc:  # the file is fine: the paths given are the problem
+        raise UsageError(f"cannot track {', '.join(paths)}: {exc.bare}") from None
     return new_text
 
 
 def import_url(project, url: str, rel: str) -> Meta:
     """Download `url` into `rel`, track it, pin its origin's version."""
     from . import origin
+
+    tracked = project.pipeline.source_of(rel)
+    if tracked is not None and tracked.url != url:
+        how = f"imported from {tracked.url}" if tracked.url else "added"
+        raise UsageError(
+            f"'{tracked.path}' is already a tracked source ({how}); "
+            "remove it from `sources:` first to import over it"
+        )
 
     ident = origin.identity(url)
     meta = origin.download(project, url, rel)
@@ -265,7 +282,7 @@ def _pin(project, rel: str, ident: dict) -> None:
 @dataclass
 class UpdateResult:
     path: str
-    status: str  # "up to date" | "updated" | "not an import"
+    status: str  # "up to date" | "updated"
     old: str | None = None
     new: str | None = None
 
@@ -279,12 +296,12 @@ def update(project, paths: list[str] | None) -> list[UpdateResult]:
     unknown = set(paths or ()) - {s.path for s in chosen}
     if unknown:
         raise UsageError(f"'{sorted(unknown)[0]}' is not a tracked source")
+    plain = [s.path for s in chosen if not s.url]
+    if paths is not None and plain:
+        raise UsageError(f"'{plain[0]}' was added, not imported: it has no origin to ask")
     results = []
-    for src in chosen:
+    for src in (s for s in chosen if s.url):
         entry = locked.get(src.path) or {}
-        if not src.url:
-            results.append(UpdateResult(src.path, "not an import"))
-            continue
         ident = origin.identity(src.url)
         if entry.get("url") == src.url and origin.same_version(entry, ident):
             results.append(UpdateResult(src.path, "up to date"))

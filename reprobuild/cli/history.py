@@ -221,6 +221,9 @@ def cmd_lineage(args) -> int:
     entries, pins, problem = history.read_lock_all(project, args.rev)
     if problem:  # no lockfile there, or not a valid one: no lineage to read
         raise UsageError(problem)
+    named, _ = project.split_sources([args.path])
+    if named and named[0] in pins:  # a tracked source: its lineage is its pin
+        return _source_lineage(named[0], pins[named[0]], history.label(args.rev), args.json)
     found = lineage.trace(args.path, entries, history.label(args.rev), str(project.ws.dir), pins)
     lineage.check_workspace(found, project, entries)
     project.save_stats()
@@ -228,6 +231,23 @@ def cmd_lineage(args) -> int:
         _print_json(found.to_json())
     else:
         _wide_console().print(lineage.tree(found))
+    return EXIT_OK
+
+
+def _source_lineage(path: str, pin: dict, rev: str, as_json: bool) -> int:
+    from ..safetext import clean
+
+    if as_json:
+        _print_json({"path": path, "rev": rev, "source": pin})
+        return EXIT_OK
+    origin = f"  imported from {pin['url']}" if "url" in pin else ""
+    files = f", {pin['nfiles']:,} files" if "nfiles" in pin else ""
+    print(
+        clean(
+            f"{path}  tracked source  {str(pin['hash'])[:8]}  ({pin.get('size', 0):,} bytes"
+            f"{files}){origin}"
+        )
+    )
     return EXIT_OK
 
 

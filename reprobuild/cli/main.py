@@ -364,7 +364,11 @@ def _untracked_inputs(project, names) -> list[str]:
     found = []
     for name in names:
         for dep in project.pipeline.stages[name].deps:
-            if not project.outs.related(dep.path) and project.pipeline.source_of(dep.path) is None:
+            if (
+                not dep.path.startswith("../")  # `add` tracks paths in the pipeline's folder
+                and not project.outs.related(dep.path)
+                and project.pipeline.source_of(dep.path) is None
+            ):
                 found.append(dep.path)
     return sorted(set(found))
 

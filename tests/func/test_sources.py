@@ -270,7 +270,7 @@ def test_import_of_a_missing_url_names_it(ws, http_origin):
     _, base = http_origin
     ws.write(IMPORT_PIPE)
     r = ws.run("import", f"{base}/nope.csv", "data/rates.csv")
-    assert r.code == 2 and f"{base}/nope.csv" in r.err and "Traceback" not in r.err
+    assert r.code == 1 and f"{base}/nope.csv" in r.err and "Traceback" not in r.err
     assert "sources" not in ws.read("reprobuild.yaml")
 
 
@@ -302,3 +302,53 @@ def test_an_experiment_reads_the_pinned_source_from_the_cache(tracked):
     assert exp_lock["sources"] == ours["sources"]
     assert exp_lock["stages"]["count"]["outs"] == ours["stages"]["count"]["outs"]
     assert tracked.read("data/raw/a.csv") == "edited but not recorded\n"  # workspace untouched
+
+
+def test_an_import_then_more_sources_then_an_import_over_an_added_path(ws, http_origin):
+    """The block list's last item is a mapping after an import: the next entry goes after
+    it (not into the file's next line); an added path is not silently replaced."""
+    www, base = http_origin
+    (www / "a.csv").write_text("a\n")
+    (www / "b.csv").write_text("b\n")
+    ws.write({**IMPORT_PIPE, "data/rates.csv": "local\n", "notes.txt": "n\n"})
+    assert ws.run("import", f"{base}/a.csv", "data/a.csv").code == 0
+    r = ws.run("import", f"{base}/b.csv", "data/b.csv")
+    assert r.code == 0, r.err
+    assert ws.run("add", "notes.txt").code == 0
+    declared = yaml.safe_load(ws.read("reprobuild.yaml"))["sources"]
+    assert declared == [
+        {"data/a.csv": {"url": f"{base}/a.csv"}},
+        {"data/b.csv": {"url": f"{base}/b.csv"}},
+        "notes.txt",
+    ]
+    assert ws.run("add", "data/rates.csv").code == 0
+    r = ws.run("import", f"{base}/a.csv", "data/rates.csv")
+    assert r.code == 2 and "already a tracked source (added)" in r.err
+    assert ws.read("data/rates.csv") == "local\n"
+    r = ws.run("update", "data/rates.csv")
+    assert r.code == 2 and "added, not imported" in r.err
+    r = ws.run("update")  # every import; added sources are not mentioned
+    assert r.code == 0 and "data/rates.csv" not in r.out and "up to date: data/a.csv" in r.out
+
+
+def test_two_pipelines_in_one_folder_keep_their_own_gitignore_blocks(ws):
+    ws.write(
+        {
+            "reprobuild.yaml": "stages:\n  a:\n    cmd: echo a > a.txt\n    outs: [a.txt]\n",
+            "other.yaml": "stages:\n  b:\n    cmd: echo b > b.txt\n    outs: [b.txt]\n",
+        }
+    )
+    assert ws.run("build").code == 0
+    assert ws.run("-f", "other.yaml", "build").code == 0
+    assert ws.run("build").code == 0
+    text = ws.read(".gitignore")
+    assert "/a.txt" in text and "/b.txt" in text
+    ws.commit_all("both")
+    assert git(ws.root, "status", "--porcelain") == ""
+
+
+def test_lineage_of_a_tracked_source_is_its_pin(tracked):
+    r = tracked.run("lineage", "data/raw")
+    assert r.code == 0 and "data/raw  tracked source" in r.out and "2 files" in r.out
+    r = tracked.run("lineage", "data/raw", "--json")
+    assert r.code == 0 and '"nfiles": 2' in r.out

@@ -198,10 +198,15 @@ class Builder:
                     self.source_metas[st.path] = st.locked
                     self.reporter.source_restored(st.path)
                 else:
-                    self.missing_sources[st.path] = st.reason
+                    self._source_missing(st)
             elif st.status == sources.UNRECORDED:
-                self.missing_sources[st.path] = st.reason
+                self._source_missing(st)
         w.flush()
+
+    def _source_missing(self, st) -> None:
+        """Said even when no selected stage reads it: a declared source is not to be had."""
+        self.missing_sources[st.path] = st.reason
+        self.reporter.warning(st.reason)
 
     def _pull_source(self, st) -> bool:
         if self.remote is None:

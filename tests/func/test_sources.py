@@ -352,3 +352,13 @@ def test_lineage_of_a_tracked_source_is_its_pin(tracked):
     assert r.code == 0 and "data/raw  tracked source" in r.out and "2 files" in r.out
     r = tracked.run("lineage", "data/raw", "--json")
     assert r.code == 0 and '"nfiles": 2' in r.out
+
+
+def test_a_declared_source_that_is_nowhere_is_said_by_build(ws):
+    ws.write({**IMPORT_PIPE, "data/rates.csv": "x\n", "extra.csv": "e\n"})
+    assert ws.run("add", "data/rates.csv", "extra.csv").code == 0
+    ws.commit_all("tracked")
+    other = clone(ws)
+    r = other.run("build")  # no cache, no remote: neither source can be had
+    assert r.code == 1
+    assert "missing: extra.csv (tracked source; reprobuild pull)" in r.err  # no stage reads it

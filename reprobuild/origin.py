@@ -22,7 +22,6 @@ the cache, and only then replaces PATH (whose old content is in the cache).
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -165,10 +164,3 @@ def fetch_pinned(project, rel: str, entry: dict) -> Meta:
         )
     install(project, rel, meta)
     return meta
-
-
-def keep_current(project, rel: str) -> None:
-    """Before an import replaces `rel`: its bytes go into the cache (never lose a byte)."""
-    full = project.prober.abspath(rel)
-    if os.path.lexists(full):
-        project.cache.insert(full, project.hasher)

@@ -168,14 +168,19 @@ class Project:
             names += graph_mod.resolve_target(t, self.pipeline, self.outs, str(self.ws.dir))
         return list(dict.fromkeys(names))
 
+    def relative(self, path: str) -> str:
+        """A command-line path (relative to the current folder) as the pipeline names it."""
+        rel = os.path.relpath(os.path.abspath(path), self.ws.dir)
+        return rel.replace(os.sep, "/").rstrip("/")
+
     def split_sources(self, targets) -> tuple[list[str], list[str]]:
         """(tracked source paths, other targets) among command-line targets."""
         declared = {s.path for s in self.pipeline.sources}
         paths, rest = [], []
         for t in targets:
-            rel = os.path.relpath(os.path.abspath(t), self.ws.dir).replace(os.sep, "/")
-            if rel.rstrip("/") in declared:
-                paths.append(rel.rstrip("/"))
+            rel = self.relative(t)
+            if rel in declared:
+                paths.append(rel)
             else:
                 rest.append(t)
         return paths, rest

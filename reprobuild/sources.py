@@ -159,12 +159,6 @@ def undeclared(project, locked: dict) -> list[str]:
     return [p for p in locked if p not in declared]
 
 
-def relative(project, path: str) -> str:
-    """A command-line path (relative to the current folder) as the pipeline names it."""
-    full = os.path.abspath(path)
-    return os.path.relpath(full, project.ws.dir).replace(os.sep, "/").rstrip("/")
-
-
 # -- add, import, update ----------------------------------------------------
 
 

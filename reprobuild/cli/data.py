@@ -60,9 +60,7 @@ def cmd_update(args) -> int:
 
 def _inside(project, path: str) -> str:
     """PATH as the pipeline names it; sources live in the pipeline's folder or below."""
-    from ..sources import relative
-
-    rel = relative(project, path)
+    rel = project.relative(path)
     if rel in (".", "") or rel == ".." or rel.startswith("../"):
         raise UsageError(f"'{path}' is not inside the pipeline's folder ({project.ws.dir})")
     return rel

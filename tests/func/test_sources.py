@@ -362,3 +362,19 @@ def test_a_declared_source_that_is_nowhere_is_said_by_build(ws):
     r = other.run("build")  # no cache, no remote: neither source can be had
     assert r.code == 1
     assert "missing: extra.csv (tracked source; reprobuild pull)" in r.err  # no stage reads it
+
+
+def test_import_of_a_shared_folder_then_update(ws, tmp_path):
+    shared = tmp_path / "shared"
+    (shared / "sub").mkdir(parents=True)
+    (shared / "a.csv").write_text("a\n")
+    (shared / "sub" / "b.csv").write_text("b\n")
+    ws.write({"reprobuild.yaml": "stages: {}\n"})
+    assert ws.run("import", str(shared), "data/shared").code == 0
+    assert ws.read("data/shared/sub/b.csv") == "b\n"
+    entry = lock(ws)["sources"]["data/shared"]
+    assert entry["nfiles"] == 2 and entry["etag"].startswith("folder:")
+    assert ws.run("update").out.startswith("up to date: data/shared")
+    (shared / "c.csv").write_text("c\n")
+    assert "updated data/shared" in ws.run("update").out
+    assert lock(ws)["sources"]["data/shared"]["nfiles"] == 3

@@ -118,6 +118,7 @@ class Cache:
         self._reflink_ok = fcntl is not None
         self._shared: tuple[int, int] | None | bool = False  # (mode, gid) of a group cache
         self.trust = None  # signature.Trust: what a pulled run record must be signed by
+        self._unsynced = False  # objects or records written without fsync since commit()
 
     # -- a cache shared by a group -------------------------------------------------
 
@@ -201,14 +202,20 @@ class Cache:
 
     # -- insert -------------------------------------------------------------
 
-    def insert(self, path: str, hasher: hashing.Hasher, workspace: str | None = None) -> Meta:
+    def insert(
+        self, path: str, hasher: hashing.Hasher, workspace: str | None = None, sync: bool = True
+    ) -> Meta:
         """Store a workspace file or folder; returns its Meta (a file's with its mode).
 
         With `workspace` (its root), nothing reached through a symlink that
         leads outside it (or into its .git or this cache) is stored: UnsafeOut.
+        `sync=False`: no fsync here; the caller's group commit (`commit()` after
+        `unsynced()`) makes the object durable before anything durable names it.
         """
         if workspace is not None:
             self._check_links(path, workspace)
+        if not sync:
+            self._unsynced = True
         st = os.stat(path)
         if stat_mod.S_ISDIR(st.st_mode):
             entries = hasher.manifest(path)  # also fills the stat cache
@@ -224,16 +231,16 @@ class Cache:
                     wrote = any(list(pool.map(one, missing)))
             else:
                 wrote = any([one(e) for e in missing])
-            if wrote:
+            if wrote and sync:
                 sync_filesystem(self.objects)
             meta = hashing.folder_meta(entries)
             target = self.object_path(meta.hash, is_dir=True)
             if not target.exists():
-                self._publish_bytes(hashing.manifest_bytes(entries), target)
+                self._publish_bytes(hashing.manifest_bytes(entries), target, sync)
             return meta
         if not stat_mod.S_ISREG(st.st_mode):
             raise hashing.NotRegularFile(path, st.st_mode)
-        digest, _ = self._insert_file(path, hasher, hasher.stats.lookup(path, st))
+        digest, _ = self._insert_file(path, hasher, hasher.stats.lookup(path, st), sync)
         return Meta(digest, st.st_size, mode=stat_mod.S_IMODE(st.st_mode) & 0o777)
 
     def _check_links(self, path: str, workspace: str) -> None:
@@ -327,10 +334,10 @@ class Cache:
                 self._reflink_ok = False
         return hashing.hash_stream(src, copy_to=dst)
 
-    def _publish_bytes(self, data: bytes, target: Path) -> None:
+    def _publish_bytes(self, data: bytes, target: Path, sync: bool = True) -> None:
         self.make_dirs(self.tmp)
         self.make_dirs(target.parent)
-        atomic_write(target, data, mode=0o444, tmp_dir=self.tmp, what="manifest")
+        atomic_write(target, data, mode=0o444, tmp_dir=self.tmp, what="manifest", sync=sync)
 
     # -- restore ------------------------------------------------------------
 
@@ -449,6 +456,26 @@ class Cache:
             _unlink_quiet(tmp)
             raise
 
+    # -- group commit ---------------------------------------------------------
+    #
+    # A build stores each stage's objects and run record without an fsync per file
+    # (4 fsyncs a stage cost more than forking its command) and calls commit()
+    # before the lockfile, the only durable thing that names them, is written. A
+    # crash before that loses at most unsynced objects and records: no lockfile
+    # names them, and a record whose object a crash truncated is caught by the
+    # hash check of every restore (the object is quarantined, the stage runs).
+
+    def unsynced(self) -> None:
+        """Objects were written into this cache without an fsync (by another Cache object,
+        e.g. an executor's): the next commit() must sync."""
+        self._unsynced = True
+
+    def commit(self) -> None:
+        """One filesystem sync for everything written without an fsync since the last one."""
+        if self._unsynced:
+            sync_filesystem(self.objects if self.objects.is_dir() else self.root)
+            self._unsynced = False
+
     # -- run records --------------------------------------------------------
 
     def read_run(self, key: str) -> dict | None:
@@ -483,7 +510,9 @@ class Cache:
         signature: dict | None = None,
         pulled: bool = False,
         profile: dict | None = None,
+        sync: bool = True,
     ) -> None:
+        """Store a run record; `sync=False` leaves its durability to the group commit."""
         record = {
             "schema": RUN_SCHEMA,
             "key": key,
@@ -504,7 +533,10 @@ class Cache:
             json.dumps(record, sort_keys=True, indent=1).encode(),
             tmp_dir=self.tmp,
             what="run-record",
+            sync=sync,
         )
+        if not sync:
+            self._unsynced = True
 
     # -- who is using it ----------------------------------------------------
 

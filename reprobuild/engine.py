@@ -151,6 +151,7 @@ def build(project: Project, opts: BuildOptions, reporter: Reporter, executor=Non
             gitignore.sync(project)
             return summary
         finally:
+            project.cache.commit()  # also when the lockfile has nothing new to say
             writer.close()
             project.save_stats()
 
@@ -383,6 +384,7 @@ class Builder:
             env=self._env_request(stage),
             workspace=str(self.p.ws.root),
             variables=tuple((v, os.environ.get(v)) for v in stage.env.vars),
+            durable=self.opts.executor == "dask",
         )
         self.reporter.stage_started(d)
         running[executor.submit(job)] = (d, job)
@@ -509,6 +511,8 @@ class Builder:
                 + "); its result is not recorded",
             )
             return False
+        if not job.durable:
+            self.p.cache.unsynced()
         outs: dict[str, Meta] = {}
         for out in stage.outs:
             meta = result.outs[self.p.prober.abspath(out.path)]
@@ -539,7 +543,8 @@ class Builder:
     ) -> None:
         entry = d.state.lock_entry(dict(sorted(outs.items())))
         if write_run:
-            self.p.cache.write_run(d.state.key, d.stage, outs, profile=profile)
+            # synced with the lockfile (group commit): a lost record is a run, not a wrong result
+            self.p.cache.write_run(d.state.key, d.stage, outs, profile=profile, sync=False)
         self.entries[d.stage] = entry
         self.writer.update(d.stage, entry)
 

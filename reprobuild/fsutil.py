@@ -14,11 +14,18 @@ from . import faults
 
 
 def atomic_write(
-    path: Path, data: bytes, mode: int = 0o644, tmp_dir: Path | None = None, what: str = "file"
+    path: Path,
+    data: bytes,
+    mode: int = 0o644,
+    tmp_dir: Path | None = None,
+    what: str = "file",
+    sync: bool = True,
 ) -> None:
     """Write `data` to `path` so that a crash leaves the old file or the new one.
 
-    `what` names the write for fault injection (faults.py).
+    `what` names the write for fault injection (faults.py). `sync=False` keeps
+    the atomic rename (a killed process leaves the old file or the new one) but
+    leaves the fsyncs to a later group commit (cache.Cache.commit).
     """
     path = Path(path)
     folder = tmp_dir or path.parent
@@ -28,14 +35,16 @@ def atomic_write(
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if sync:
+                os.fsync(f.fileno())
         os.chmod(tmp, mode)
         faults.point(f"{what}:tmp-written")
         os.replace(tmp, path)
     except BaseException:
         unlink_quiet(tmp)
         raise
-    fsync_dir(path.parent)
+    if sync:
+        fsync_dir(path.parent)
     faults.point(f"{what}:renamed")
 
 

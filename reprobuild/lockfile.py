@@ -296,7 +296,8 @@ class LockWriter:
     of the build however many stages there are; `close()` writes the final
     state. A stage that completed but was not yet written is still in the
     cache's run records, so a killed build loses no work: the next build
-    restores it.
+    restores it. `before_write` runs before each write: the cache's group commit
+    (cache.Cache.commit), so the lockfile never names an object a crash could lose.
     """
 
     def __init__(
@@ -306,8 +307,10 @@ class LockWriter:
         known: set[str] | None = None,
         parsed_copy: Path | None = None,
         sources: dict | None = None,
+        before_write=None,
     ):
         self.path = path
+        self.before_write = before_write
         self.parsed_copy = parsed_copy
         self.sources = dict(sources or {})
         self.stages = dict(stages)
@@ -338,6 +341,8 @@ class LockWriter:
         now = time.monotonic()
         if not force and now - self.last_write < 10 * self.last_cost:
             return
+        if self.before_write is not None:
+            self.before_write()
         write(self.path, self.stages, self.parsed_copy, self.sources)
         self.last_cost = time.monotonic() - now
         self.last_write = time.monotonic()

@@ -154,6 +154,7 @@ class Project:
             known=set(self.pipeline.stages),
             parsed_copy=self.parsed_lock,
             sources=self.read_sources() if sources is None else sources,
+            before_write=self.cache.commit,  # group commit: what it names is on disk first
         )
 
     def select(self, targets) -> list[str]:

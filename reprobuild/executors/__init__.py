@@ -44,6 +44,10 @@ class Job:
     # the stage's `env.vars` as its key recorded them (None: unset); wherever it runs (a Dask
     # worker has its own environment) the command sees exactly these
     variables: tuple[tuple[str, str | None], ...] = ()
+    # False: outs are stored without fsyncs, and the coordinator's group commit (one sync
+    # before the lockfile is written) makes them durable; only where it shares this
+    # machine's filesystem (a local executor), so a remote Dask worker syncs its own
+    durable: bool = True
 
 
 @dataclass(frozen=True)
@@ -144,7 +148,7 @@ def _store(job: Job) -> tuple[dict[str, Meta], list]:
     outs = {}
     for out in job.outs:
         outs[out.path] = (
-            cache.insert(out.path, hasher, job.workspace or None)
+            cache.insert(out.path, hasher, job.workspace or None, sync=job.durable)
             if out.cache
             else hasher.path(out.path)
         )

@@ -288,3 +288,47 @@ def test_restored_folder_keeps_normal_permissions(ws):
     shutil.rmtree(ws.root / "dir")
     ws.run("checkout")
     assert (ws.root / "dir").stat().st_mode & 0o777 == mode
+
+
+def test_group_commit_one_sync_per_batch_and_before_the_lockfile(ws, monkeypatch):
+    """Stage objects and run records are not fsynced one by one; the cache is synced
+    before every lockfile write that could name them."""
+    from reprobuild import cache as cache_mod
+    from reprobuild import lockfile as lockfile_mod
+
+    n = 20
+    ws.write(
+        {
+            "reprobuild.yaml": "stages:\n"
+            + "".join(
+                f"  s{i}:\n    cmd: echo {i} > o{i}.txt\n    outs: [o{i}.txt]\n" for i in range(n)
+            )
+        }
+    )
+    events, fsyncs = [], []
+    real_fsync, real_sync, real_write = os.fsync, cache_mod.sync_filesystem, lockfile_mod.write
+    real_insert = cache_mod.Cache.insert
+    monkeypatch.setattr(os, "fsync", lambda fd: fsyncs.append(fd) or real_fsync(fd))
+    monkeypatch.setattr(
+        cache_mod, "sync_filesystem", lambda f: events.append("sync") or real_sync(f)
+    )
+    monkeypatch.setattr(
+        lockfile_mod, "write", lambda *a, **k: events.append("lock") or real_write(*a, **k)
+    )
+    monkeypatch.setattr(
+        cache_mod.Cache, "insert", lambda *a, **k: events.append("insert") or real_insert(*a, **k)
+    )
+    r = ws.run("build", "-j", "2")
+    assert r.code == 0, r.err
+    assert events.count("insert") == n
+    unsynced = False
+    for e in events:
+        if e == "insert":
+            unsynced = True
+        elif e == "sync":
+            unsynced = False
+        else:
+            assert not unsynced, events  # the lockfile named objects not yet on disk
+    assert not unsynced
+    # four fsyncs per stage before group commit (object, its folder, record, its folder)
+    assert len(fsyncs) < n, len(fsyncs)

@@ -74,6 +74,10 @@ from .hashing import Meta
 
 RUN_SCHEMA = 1
 PARALLEL_FROM, COPY_THREADS = 64, 8  # folders of more files than this are stored on threads
+# Files of a folder up to this size are stored and restored in one read and one write
+# of plain fds: a many-file folder's cost is its syscalls, and a buffered file object
+# adds four (fstat, ioctl, lseek) on each side.
+SMALL = 1 << 20
 TMP_MAX_AGE = 24 * 3600  # a temp file this old belongs to a process that died
 TMP_PREFIX = "rb-tmp-"  # every temp reprobuild makes in cache/tmp starts so (or ".tmp-")
 # mkstemp adds 8 characters of [a-z0-9_]; atomic_write uses ".tmp-" + those + "-NAME"
@@ -112,6 +116,7 @@ class Cache:
         self.root = Path(root)
         self.link = link
         self.objects = self.root / "objects"
+        self._objects_str = str(self.objects)
         self.runs = self.root / "runs"
         self.tmp = self.root / "tmp"
         self.quarantine_dir = self.root / "quarantine"
@@ -119,6 +124,7 @@ class Cache:
         self._shared: tuple[int, int] | None | bool = False  # (mode, gid) of a group cache
         self.trust = None  # signature.Trust: what a pulled run record must be signed by
         self._unsynced = False  # objects or records written without fsync since commit()
+        self._object_dirs: set[str] = set()  # objects/ab folders known to exist
 
     # -- a cache shared by a group -------------------------------------------------
 
@@ -183,6 +189,10 @@ class Cache:
     def object_path(self, digest: str, is_dir: bool = False) -> Path:
         return self.objects / digest[:2] / (digest[2:] + (".dir" if is_dir else ""))
 
+    def _object_str(self, digest: str) -> str:
+        """object_path as a str: a many-file folder builds 100,000s of them."""
+        return f"{self._objects_str}/{digest[:2]}/{digest[2:]}"
+
     def run_path(self, key: str) -> Path:
         return self.runs / key[:2] / key[2:]
 
@@ -221,10 +231,16 @@ class Cache:
             entries = hasher.manifest(path)  # also fills the stat cache
             # Group commit: the files' objects go without an fsync each, then one
             # filesystem sync, then the manifest that names them (fsynced).
-            missing = [e for e in entries if not self.object_path(e["hash"]).is_file()]
+            isfile = os.path.isfile
+            missing = [e for e in entries if not isfile(self._object_str(e["hash"]))]
+            if missing:
+                self.make_dirs(self.tmp)
 
             def one(e) -> bool:
-                return self._insert_file(os.path.join(path, e["path"]), hasher, None, False)[1]
+                full = os.path.join(path, e["path"])
+                if e["size"] <= SMALL:
+                    return self._insert_small(full, e["hash"])
+                return self._insert_file(full, hasher, None, False)[1]
 
             if len(missing) > PARALLEL_FROM:  # many small files: the kernel's work overlaps
                 with ThreadPoolExecutor(COPY_THREADS, thread_name_prefix="store") as pool:
@@ -313,6 +329,58 @@ class Cache:
             _unlink_quiet(tmp)
             raise
 
+    def _insert_small(self, path: str, digest: str) -> bool:
+        """Store a small file of a folder whose manifest names it `digest`, unsynced (the
+        caller's group commit syncs); whether a new object was written. A file that no
+        longer hashes to `digest` changed while it was stored: CacheError, since the
+        manifest would name an object that is not there."""
+        src = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+        try:
+            st = os.fstat(src)
+            if not stat_mod.S_ISREG(st.st_mode):
+                raise hashing.NotRegularFile(path, st.st_mode)
+            data = _read_all(src, st.st_size)
+        finally:
+            os.close(src)
+        if hashing.hash_bytes(data) != digest:
+            raise CacheError(f"{path} changed while it was being stored; run the command again")
+        # (the caller made tmp/ and found no object: one written since is replaced by the same bytes)
+        # the source's read bits, at least the owner's: a private file stays private
+        tmp, fd = self._new_tmp((st.st_mode & 0o444) | 0o400)
+        try:
+            try:
+                _write_all(fd, data)
+            finally:
+                os.close(fd)
+            faults.point("object:tmp-written")
+            target = self._object_str(digest)
+            self._object_dir(os.path.dirname(target))
+            os.replace(tmp, target)
+            faults.point("object:renamed")
+            return True
+        except BaseException:
+            _unlink_quiet(tmp)
+            raise
+
+    def _new_tmp(self, mode: int) -> tuple[str, int]:
+        """(path, fd) of a new file in tmp/ with exactly `mode`, named as the sweep expects."""
+        while True:
+            tmp = os.path.join(self.tmp, TMP_PREFIX + os.urandom(4).hex())
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+                break
+            except FileExistsError:
+                continue
+        if mode & UMASK:
+            os.fchmod(fd, mode)
+        return tmp, fd
+
+    def _object_dir(self, folder: str) -> None:
+        """make_dirs of an object's `ab/` folder, asked of the filesystem once per process."""
+        if folder not in self._object_dirs:
+            self.make_dirs(folder)
+            self._object_dirs.add(folder)
+
     def _copy(self, src, dst) -> tuple[str, int]:
         """Copy src to dst and hash the bytes (reflink + read-back where possible)."""
         if self._reflink_ok:
@@ -371,13 +439,21 @@ class Cache:
 
         made = {tmpdir}
 
+        stats: dict[str, os.stat_result] = {}  # what the files were made as, for the stat cache
+
         def one(e) -> None:
             target = os.path.join(tmpdir, e["path"])
             folder = os.path.dirname(target)
             if folder not in made:
                 os.makedirs(folder, exist_ok=True)
                 made.add(folder)
-            self._restore_file(e["hash"], folder, e.get("exec", False), name=target)
+            executable = e.get("exec", False)
+            if self.link == "copy" and e["size"] <= SMALL:
+                st = self._restore_small(e["hash"], e["size"], target, executable)
+                if st is not None:
+                    stats[e["path"]] = st
+                    return
+            self._restore_file(e["hash"], folder, executable, name=target)
 
         try:
             if len(entries) > PARALLEL_FROM:
@@ -392,12 +468,44 @@ class Cache:
         except BaseException:
             remove_path(Path(tmpdir))
             raise
-        for e in entries:
-            self._remember(hasher, os.path.join(dest, e["path"]), e["hash"])
+        for e in entries:  # a rename of their folder changes neither inode nor times
+            self._remember(hasher, os.path.join(dest, e["path"]), e["hash"], stats.get(e["path"]))
 
-    def _remember(self, hasher, path, digest):
+    def _remember(self, hasher, path, digest, st=None):
         if hasher is not None and self.link == "copy":
-            hasher.stats.record(path, os.stat(path), digest)
+            hasher.stats.record(path, st or os.stat(path), digest)
+
+    def _restore_small(
+        self, digest: str, size: int, name: str, executable: bool
+    ) -> os.stat_result | None:
+        """A verified copy of a small object at the new path `name`, in one read and one
+        write; its stat. None: the object's size is not `size` (the general path decides)."""
+        obj = self._object_str(digest)
+        try:
+            fd = os.open(obj, os.O_RDONLY | os.O_NONBLOCK)
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            raise MissingObject(digest) from None
+        try:
+            st = os.fstat(fd)
+            if not stat_mod.S_ISREG(st.st_mode):
+                raise MissingObject(digest)
+            if st.st_size != size:
+                return None
+            data = _read_all(fd, size)
+        finally:
+            os.close(fd)
+        if hashing.hash_bytes(data) != digest:
+            self.quarantine(Path(obj))
+            raise CorruptObject(digest)
+        mode = 0o755 if executable else 0o644
+        out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        try:
+            _write_all(out, data)
+            if mode & UMASK:
+                os.fchmod(out, mode)
+            return os.fstat(out)
+        finally:
+            os.close(out)
 
     def _restore_file(
         self,
@@ -649,6 +757,25 @@ def _read_umask() -> int:
 
 
 UMASK = _read_umask()  # read once, at import: os.umask is process-wide, not thread-safe
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    """Every byte of a regular file whose stat said `size`, in one read when it still
+    holds exactly that (a read of a local file is short only at its end); a file that
+    shrank or grew meanwhile is read on to its end."""
+    data = os.read(fd, size + 1)
+    if len(data) != size:
+        parts = [data]
+        while chunk := os.read(fd, 1 << 20):
+            parts.append(chunk)
+        data = b"".join(parts)
+    return data
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _check_relative(path: str) -> None:

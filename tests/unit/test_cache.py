@@ -83,3 +83,68 @@ def test_verify_finds_corruption(tmp_path, cache):
     obj.write_text("y")
     report = cache.verify()
     assert len(report.corrupt) == 1 and report.checked == 1
+
+
+def _folder(tmp_path, n=100):
+    """A folder of n small files (more than PARALLEL_FROM: the threaded path), one private."""
+    src = tmp_path / "many"
+    for i in range(n):
+        f = src / f"d{i % 7}" / f"f{i}.txt"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(f"row {i}\n" * (i % 5))
+    (src / "d0/f0.txt").write_text("private\n")  # its own object: the mode is its own
+    os.chmod(src / "d0/f0.txt", 0o600)
+    return src
+
+
+def test_folder_of_small_files_round_trips_with_modes(tmp_path, cache):
+    src = _folder(tmp_path)
+    hasher = Hasher(StatCache(None))
+    meta = cache.insert(str(src), hasher)
+    assert meta.nfiles == 100 and cache.has(meta)
+    assert (
+        os.stat(cache.object_path(hasher.file(str(src / "d0/f0.txt")).hash)).st_mode & 0o777
+        == 0o400
+    )
+    dest = tmp_path / "restored"
+    stats = StatCache(None)
+    cache.restore(meta, str(dest), Hasher(stats))
+    for f in src.rglob("*.txt"):
+        assert (dest / f.relative_to(src)).read_bytes() == f.read_bytes()
+    assert Hasher(StatCache(None)).path(str(dest)) == meta
+    assert list(cache.tmp.iterdir()) == []
+
+
+def test_folder_restore_refuses_a_corrupt_small_object_and_keeps_the_old_folder(tmp_path, cache):
+    src = _folder(tmp_path)
+    meta = cache.insert(str(src), Hasher(StatCache(None)))
+    victim = cache.object_path(Hasher(StatCache(None)).file(str(src / "d3/f10.txt")).hash)
+    os.chmod(victim, 0o644)
+    victim.write_bytes(victim.read_bytes()[:-1] + b"X")  # same size, other bytes
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "mine.txt").write_text("keep")
+    with pytest.raises(CorruptObject):
+        cache.restore(meta, str(dest))
+    assert [p.name for p in dest.iterdir()] == ["mine.txt"]
+    assert not victim.exists() and len(list(cache.quarantine_dir.iterdir())) == 1
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
+
+
+def test_a_file_changed_between_hashing_and_storing_is_an_error_not_a_broken_manifest(
+    tmp_path, cache
+):
+    from reprobuild.errors import CacheError
+
+    src = _folder(tmp_path)
+    hasher = Hasher(StatCache(None))
+    real = hasher.manifest
+
+    def manifest_then_edit(folder):
+        entries = real(folder)
+        (src / "d1/f1.txt").write_text("edited after hashing\n")
+        return entries
+
+    hasher.manifest = manifest_then_edit
+    with pytest.raises(CacheError, match="changed while it was being stored"):
+        cache.insert(str(src), hasher)

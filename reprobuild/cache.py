@@ -68,7 +68,7 @@ from pathlib import Path
 
 from . import faults, hashing
 from .errors import CacheError
-from .fsutil import atomic_write, fsync_dir, remove_path, sync_filesystem
+from .fsutil import atomic_write, fsync_dir, read_all, remove_path, sync_filesystem, write_all
 from .fsutil import unlink_quiet as _unlink_quiet
 from .hashing import Meta
 
@@ -189,7 +189,7 @@ class Cache:
     def object_path(self, digest: str, is_dir: bool = False) -> Path:
         return self.objects / digest[:2] / (digest[2:] + (".dir" if is_dir else ""))
 
-    def _object_str(self, digest: str) -> str:
+    def object_str(self, digest: str) -> str:
         """object_path as a str: a many-file folder builds 100,000s of them."""
         return f"{self._objects_str}/{digest[:2]}/{digest[2:]}"
 
@@ -232,7 +232,7 @@ class Cache:
             # Group commit: the files' objects go without an fsync each, then one
             # filesystem sync, then the manifest that names them (fsynced).
             isfile = os.path.isfile
-            missing = [e for e in entries if not isfile(self._object_str(e["hash"]))]
+            missing = [e for e in entries if not isfile(self.object_str(e["hash"]))]
             if missing:
                 self.make_dirs(self.tmp)
 
@@ -339,22 +339,22 @@ class Cache:
             st = os.fstat(src)
             if not stat_mod.S_ISREG(st.st_mode):
                 raise hashing.NotRegularFile(path, st.st_mode)
-            data = _read_all(src, st.st_size)
+            data = read_all(src, st.st_size)
         finally:
             os.close(src)
         if hashing.hash_bytes(data) != digest:
             raise CacheError(f"{path} changed while it was being stored; run the command again")
         # (the caller made tmp/ and found no object: one written since is replaced by the same bytes)
         # the source's read bits, at least the owner's: a private file stays private
-        tmp, fd = self._new_tmp((st.st_mode & 0o444) | 0o400)
+        tmp, fd = self.new_tmp((st.st_mode & 0o444) | 0o400)
         try:
             try:
-                _write_all(fd, data)
+                write_all(fd, data)
             finally:
                 os.close(fd)
             faults.point("object:tmp-written")
-            target = self._object_str(digest)
-            self._object_dir(os.path.dirname(target))
+            target = self.object_str(digest)
+            self.object_dir(os.path.dirname(target))
             os.replace(tmp, target)
             faults.point("object:renamed")
             return True
@@ -362,7 +362,7 @@ class Cache:
             _unlink_quiet(tmp)
             raise
 
-    def _new_tmp(self, mode: int) -> tuple[str, int]:
+    def new_tmp(self, mode: int) -> tuple[str, int]:
         """(path, fd) of a new file in tmp/ with exactly `mode`, named as the sweep expects."""
         while True:
             tmp = os.path.join(self.tmp, TMP_PREFIX + os.urandom(4).hex())
@@ -375,7 +375,7 @@ class Cache:
             os.fchmod(fd, mode)
         return tmp, fd
 
-    def _object_dir(self, folder: str) -> None:
+    def object_dir(self, folder: str) -> None:
         """make_dirs of an object's `ab/` folder, asked of the filesystem once per process."""
         if folder not in self._object_dirs:
             self.make_dirs(folder)
@@ -480,7 +480,7 @@ class Cache:
     ) -> os.stat_result | None:
         """A verified copy of a small object at the new path `name`, in one read and one
         write; its stat. None: the object's size is not `size` (the general path decides)."""
-        obj = self._object_str(digest)
+        obj = self.object_str(digest)
         try:
             fd = os.open(obj, os.O_RDONLY | os.O_NONBLOCK)
         except (FileNotFoundError, NotADirectoryError, PermissionError):
@@ -491,7 +491,7 @@ class Cache:
                 raise MissingObject(digest)
             if st.st_size != size:
                 return None
-            data = _read_all(fd, size)
+            data = read_all(fd, size)
         finally:
             os.close(fd)
         if hashing.hash_bytes(data) != digest:
@@ -500,7 +500,7 @@ class Cache:
         mode = 0o755 if executable else 0o644
         out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         try:
-            _write_all(out, data)
+            write_all(out, data)
             if mode & UMASK:
                 os.fchmod(out, mode)
             return os.fstat(out)
@@ -757,25 +757,6 @@ def _read_umask() -> int:
 
 
 UMASK = _read_umask()  # read once, at import: os.umask is process-wide, not thread-safe
-
-
-def _read_all(fd: int, size: int) -> bytes:
-    """Every byte of a regular file whose stat said `size`, in one read when it still
-    holds exactly that (a read of a local file is short only at its end); a file that
-    shrank or grew meanwhile is read on to its end."""
-    data = os.read(fd, size + 1)
-    if len(data) != size:
-        parts = [data]
-        while chunk := os.read(fd, 1 << 20):
-            parts.append(chunk)
-        data = b"".join(parts)
-    return data
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 def _check_relative(path: str) -> None:

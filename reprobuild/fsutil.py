@@ -80,6 +80,25 @@ def sync_filesystem(folder: Path) -> None:
     os.sync()
 
 
+def read_all(fd: int, size: int) -> bytes:
+    """Every byte of a regular file whose stat said `size`, in one read when it still
+    holds exactly that (a read of a local file is short only at its end); a file that
+    shrank or grew meanwhile is read on to its end."""
+    data = os.read(fd, size + 1)
+    if len(data) != size:
+        parts = [data]
+        while chunk := os.read(fd, 1 << 20):
+            parts.append(chunk)
+        data = b"".join(parts)
+    return data
+
+
+def write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def unlink_quiet(path) -> None:
     try:
         os.unlink(path)

@@ -217,16 +217,21 @@ def test_manifest_with_right_hash_but_escaping_path_is_refused(tmp_path, local):
 def test_run_record_is_uploaded_only_after_all_its_objects(tmp_path, local, monkeypatch):
     cache, outs = local
     remote = folder_remote(tmp_path, cache)
-    real = type(remote.fs).put_file
+    real = Remote._publish  # every upload passes here; four file objects go first
     sent = []
 
-    def fail_on_third(self, lpath, rpath, **kw):
-        sent.append(rpath)
-        if len(sent) == 3:
-            raise OSError("link down")
-        return real(self, lpath, rpath, **kw)
+    def fail_on_third(self, path, put):
+        sent.append(path)
+        if len(sent) != 3:
+            return real(self, path, put)
 
-    monkeypatch.setattr(type(remote.fs), "put_file", fail_on_third)
+        def broken(dest):
+            put(dest)  # the bytes arrive in tmp/, then the link goes down
+            raise OSError("link down")
+
+        return real(self, path, broken)
+
+    monkeypatch.setattr(Remote, "_publish", fail_on_third)
     remote.jobs = 1
     with pytest.raises(CacheError, match="link down"):
         remote.push(list(outs.values()), [H])

@@ -385,6 +385,7 @@ class Builder:
             workspace=str(self.p.ws.root),
             variables=tuple((v, os.environ.get(v)) for v in stage.env.vars),
             durable=self.opts.executor == "dask",
+            state_dir=str(self.p.ws.state_dir),
         )
         self.reporter.stage_started(d)
         running[executor.submit(job)] = (d, job)

@@ -14,8 +14,18 @@ process for each interpreter and set of numeric variables:
 NumPy and the BLAS/OpenMP libraries are read in the stage's interpreter (the
 first `python` on the stage's PATH: a hermetic environment's, else the one
 the shell finds), by a short probe that imports numpy and threadpoolctl when
-they are importable there; it costs ~0.2 s, once per build, and only when a
-stage runs.
+they are importable there; it costs ~0.2 s, so its answer is kept in the
+workspace's state folder, `.reprobuild/machine/<XXH3 of the key>.json`:
+
+    {"schema": 1, "key": [host, boot id, python, numeric vars, PYTHONPATH,
+                          LD_LIBRARY_PATH, LD_PRELOAD],
+     "python": [inode, size, mtime_ns], "paths": {DIR: mtime_ns, ...},
+     "libraries": {...what the probe printed...}}
+
+and reused while the interpreter file and every folder on its `sys.path` are
+unchanged: installing, upgrading or removing a package changes its
+site-packages folder's mtime, a reboot changes the boot id. A missing,
+damaged or stale file is a new probe.
 """
 
 from __future__ import annotations
@@ -84,8 +94,12 @@ try:
     )
 except Exception:
     pass
+import os, sys
+out["_paths"] = [p for p in sys.path if p and os.path.isdir(p)]
 print(json.dumps(out))
 """
+PROBE_SCHEMA = 1
+LOADER_VARS = ("PYTHONPATH", "LD_LIBRARY_PATH", "LD_PRELOAD")  # where the probe's imports come from
 
 
 @cache
@@ -122,8 +136,9 @@ def stage_python(environ: dict | None) -> str:
     return shutil.which("python", path=path) or shutil.which("python3", path=path) or sys.executable
 
 
-def profile(environ: dict | None = None) -> dict:
-    """The profile of this machine, as the stage (run with `environ`) saw it."""
+def profile(environ: dict | None = None, state_dir: str | None = None) -> dict:
+    """The profile of this machine, as the stage (run with `environ`) saw it; `state_dir`
+    keeps the library probe's answer across builds (see above)."""
     environ = os.environ if environ is None else environ
     numeric = tuple((v, environ[v]) for v in NUMERIC_VARS if v in environ)
     model, simd = cpu()
@@ -132,15 +147,108 @@ def profile(environ: dict | None = None) -> dict:
         "machine": platform.machine(),
         "cpus": os.cpu_count() or 1,
         "simd": list(simd),
-        **_libraries(stage_python(environ), numeric, environ.get("PATH", "")),
+        **_libraries(
+            stage_python(environ),
+            numeric,
+            environ.get("PATH", ""),
+            tuple(environ.get(v, "") for v in LOADER_VARS),
+            state_dir,
+        ),
         "vars": dict(numeric),
     }
     return doc
 
 
 @cache
-def _libraries(python: str, numeric: tuple, path: str) -> dict:
+def _libraries(
+    python: str, numeric: tuple, path: str, loader: tuple, state_dir: str | None
+) -> dict:
+    key = [platform.node(), _boot_id(), python, list(map(list, numeric)), *loader]
+    kept = _kept_probe(state_dir, key, python) if state_dir else None
+    if kept is not None:
+        return kept
+    libraries = _probe(python, numeric, path, loader)
+    if libraries is None:  # the probe failed: no facts, and nothing kept
+        return {}
+    paths = libraries.pop("_paths", [])
+    if state_dir and os.path.isdir(state_dir):  # never made where a workspace is not
+        _keep_probe(state_dir, key, python, paths, libraries)
+    return libraries
+
+
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _probe_file(state_dir: str, key: list) -> str:
+    from .hashing import hash_bytes
+
+    return os.path.join(state_dir, "machine", hash_bytes(json.dumps(key).encode()) + ".json")
+
+
+def _identity(path: str) -> list | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_ino, st.st_size, st.st_mtime_ns]
+
+
+def _kept_probe(state_dir: str, key: list, python: str) -> dict | None:
+    """The kept answer for `key`, when its interpreter and sys.path folders are unchanged."""
+    try:
+        with open(_probe_file(state_dir, key), encoding="utf-8") as f:
+            doc = json.load(f)
+        if (
+            doc.get("schema") != PROBE_SCHEMA
+            or doc.get("key") != key
+            or doc.get("python") != _identity(python)
+            or not isinstance(doc.get("libraries"), dict)
+            or any(_mtime(p) != t for p, t in doc["paths"].items())
+        ):
+            return None
+        return doc["libraries"]
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None
+
+
+def _mtime(path: str) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
+def _keep_probe(state_dir: str, key: list, python: str, paths, libraries: dict) -> None:
+    from pathlib import Path
+
+    from .fsutil import atomic_write
+
+    doc = {
+        "schema": PROBE_SCHEMA,
+        "key": key,
+        "python": _identity(python),
+        "paths": {p: _mtime(p) for p in paths if isinstance(p, str)},
+        "libraries": libraries,
+    }
+    try:  # a cache: a rename keeps it whole; losing it to a crash costs one probe
+        atomic_write(Path(_probe_file(state_dir, key)), json.dumps(doc).encode(), sync=False)
+    except OSError:
+        pass
+
+
+def _probe(python: str, numeric: tuple, path: str, loader: tuple) -> dict | None:
+    """What the probe printed in the stage's interpreter; None when it failed."""
     env = {**os.environ, **dict(numeric), "PATH": path}
+    for name, value in zip(LOADER_VARS, loader, strict=True):
+        if value:
+            env[name] = value
+        else:
+            env.pop(name, None)
     for name in NUMERIC_VARS:
         if name not in dict(numeric):
             env.pop(name, None)
@@ -153,9 +261,10 @@ def _libraries(python: str, numeric: tuple, path: str) -> dict:
             env=env,
             stdin=subprocess.DEVNULL,
         )
-        return json.loads(proc.stdout) if proc.returncode == 0 else {}
+        doc = json.loads(proc.stdout) if proc.returncode == 0 else None
+        return doc if isinstance(doc, dict) else None
     except (OSError, ValueError, subprocess.TimeoutExpired):
-        return {}
+        return None
 
 
 def differences(old: dict | None, new: dict | None) -> list[str]:

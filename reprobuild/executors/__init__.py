@@ -48,6 +48,7 @@ class Job:
     # before the lockfile is written) makes them durable; only where it shares this
     # machine's filesystem (a local executor), so a remote Dask worker syncs its own
     durable: bool = True
+    state_dir: str = ""  # the workspace's .reprobuild/: keeps the machine probe's answer
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,13 @@ def run_job(job: Job, on_line=None, started=None, should_stop=None) -> JobResult
         outs, stats = _store(job)
     except (UnsafeOut, NotRegularFile) as exc:
         return JobResult(0, time.monotonic() - start, refused=str(exc))
-    return JobResult(0, time.monotonic() - start, outs=outs, stats=stats, profile=profile(environ))
+    return JobResult(
+        0,
+        time.monotonic() - start,
+        outs=outs,
+        stats=stats,
+        profile=profile(environ, job.state_dir or None),
+    )
 
 
 def _run_one(job: Job, cmd: str, log, on_line, started, environ=None) -> int:

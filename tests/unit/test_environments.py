@@ -102,3 +102,42 @@ def test_profile_differences_say_what_changed():
 def test_profile_of_this_machine():
     p = machine.profile({"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "3"})
     assert p["vars"] == {"OMP_NUM_THREADS": "3"} and p["cpus"] >= 1 and p["cpu"]
+
+
+def test_the_library_probe_is_kept_until_the_interpreter_or_its_packages_change(
+    tmp_path, monkeypatch
+):
+    """The probe (a Python subprocess, ~0.2 s) runs once; its answer is reused from the
+    state folder by later builds, and asked again when a folder on sys.path changes."""
+    import os
+    import subprocess
+    import sys
+
+    state = tmp_path / "state"
+    state.mkdir()
+    extra = tmp_path / "site"  # on the probe's sys.path through PYTHONPATH
+    extra.mkdir()
+    environ = {"PATH": os.path.dirname(sys.executable), "PYTHONPATH": str(extra)}
+    probes = []
+    real_run = subprocess.run
+    monkeypatch.setattr(
+        machine.subprocess, "run", lambda *a, **k: probes.append(a) or real_run(*a, **k)
+    )
+
+    def profile():
+        machine._libraries.cache_clear()  # as a new build (a new process) would
+        return machine.profile(environ, str(state))
+
+    first = profile()
+    assert len(probes) == 1 and list((state / "machine").iterdir())
+    assert profile() == first and len(probes) == 1  # kept
+    os.utime(extra, ns=(1, 1))  # as a package installed there would
+    assert profile() == first and len(probes) == 2  # asked again
+    assert profile() == first and len(probes) == 2
+    environ["OMP_NUM_THREADS"] = "1"  # another key
+    profile()
+    assert len(probes) == 3
+    for f in (state / "machine").iterdir():
+        f.write_text("{broken")
+    profile()
+    assert len(probes) == 4  # a damaged file is a new probe, not an error

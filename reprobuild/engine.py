@@ -284,7 +284,8 @@ class Builder:
             return DaskExecutor(self.opts.scheduler, workers=jobs, retries=self.opts.retries)
         from .executors.local import LocalExecutor
 
-        return LocalExecutor(jobs, on_line=self.reporter.stage_output)
+        on_line = self.reporter.stage_output if self.reporter.shows_output else None
+        return LocalExecutor(jobs, on_line=on_line)
 
     def _accounted(self) -> set:
         s = self.summary

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 
 class Reporter:
+    # False: stage_output would show nothing (a quiet run), so a stage's output goes
+    # straight to its log file, with no pipe for the builder to read
+    shows_output = True
+
     def warning(self, message: str) -> None: ...
     def waiting_for_lock(self, holder: str) -> None: ...
     def source_planned(self, path: str, reason: str) -> None: ...  # dry run / status

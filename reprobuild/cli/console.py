@@ -95,6 +95,10 @@ class ConsoleReporter(Reporter):
             f"[yellow]{'running':>10}[/] [bold]{escape(d.stage)}[/] [dim]({escape(', '.join(d.reasons))})[/]"
         )
 
+    @property
+    def shows_output(self) -> bool:
+        return not self.quiet
+
     def stage_output(self, stage, line):
         if self.quiet:
             return

@@ -117,22 +117,23 @@ def run_job(job: Job, on_line=None, started=None, should_stop=None) -> JobResult
 
 
 def _run_one(job: Job, cmd: str, log, on_line, started, environ=None) -> int:
+    if on_line is None:  # nobody reads it live: the command writes its log itself
+        log.flush()
     proc = subprocess.Popen(
         ["sh", "-c", cmd],
         cwd=job.cwd,
         env=environ,
         stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
+        stdout=subprocess.PIPE if on_line else log.fileno(),
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     if started:
         started(proc)
     try:
-        for line in proc.stdout:
+        for line in proc.stdout or ():
             log.write(line)
-            if on_line:
-                on_line(job.stage, line.decode(errors="replace").rstrip("\n"))
+            on_line(job.stage, line.decode(errors="replace").rstrip("\n"))
         return proc.wait()
     except BaseException:
         _kill_group(proc, signal.SIGKILL)

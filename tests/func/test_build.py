@@ -327,3 +327,25 @@ def test_second_build_waits_or_fails_with_no_wait(pipe):
     waited = pipe.run_process("build")
     assert waited.returncode == 0 and "waiting for another reprobuild" in waited.stderr
     assert first.wait(timeout=30) == 0
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_a_stage_output_reaches_its_log_and_a_failure_shows_its_tail(ws, quiet):
+    """Shown live, or (quiet) written by the command straight into its log file."""
+    ws.write(
+        {
+            "reprobuild.yaml": """\
+                stages:
+                  talk:
+                    cmd:
+                      - echo first line; echo to stderr >&2
+                      - echo second line; exit 3
+                """
+        }
+    )
+    r = ws.run("build", *(["-q"] if quiet else []))
+    assert r.code != 0
+    log = (ws.root / ".reprobuild/logs/talk.log").read_text()
+    assert log.splitlines() == ["first line", "to stderr", "second line"]
+    assert "second line" in r.err
+    assert ("first line" in r.out) is not quiet

@@ -86,11 +86,15 @@ class ConsoleReporter(Reporter):
             self.say(f"[green]{'up to date':>10}[/] {escape(d.stage)}")
 
     def stage_restored(self, d):
+        if self.quiet:  # the line is not even built: escaping costs per stage
+            return
         self.say(
             f"[cyan]{'restored':>10}[/] [bold]{escape(d.stage)}[/] [dim]({escape(', '.join(d.reasons))})[/]"
         )
 
     def stage_started(self, d):
+        if self.quiet:  # the line is not even built: escaping costs per stage
+            return
         self.say(
             f"[yellow]{'running':>10}[/] [bold]{escape(d.stage)}[/] [dim]({escape(', '.join(d.reasons))})[/]"
         )
@@ -108,6 +112,8 @@ class ConsoleReporter(Reporter):
             self.c.out(line, highlight=False)
 
     def stage_finished(self, d, seconds):
+        if self.quiet:  # the line is not even built: escaping costs per stage
+            return
         self.say(f"[green]{'done':>10}[/] [bold]{escape(d.stage)}[/] [dim]{seconds:.1f}s[/]")
 
     def stage_failed(self, stage, message, log_tail=""):

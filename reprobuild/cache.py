@@ -228,11 +228,16 @@ class Cache:
             self._unsynced = True
         st = os.stat(path)
         if stat_mod.S_ISDIR(st.st_mode):
+            present, wrote = self._store_unknown(path, hasher)
             entries = hasher.manifest(path)  # also fills the stat cache
             # Group commit: the files' objects go without an fsync each, then one
             # filesystem sync, then the manifest that names them (fsynced).
             isfile = os.path.isfile
-            missing = [e for e in entries if not isfile(self.object_str(e["hash"]))]
+            missing = [
+                e
+                for e in entries
+                if e["hash"] not in present and not isfile(self.object_str(e["hash"]))
+            ]
             if missing:
                 self.make_dirs(self.tmp)
 
@@ -244,9 +249,9 @@ class Cache:
 
             if len(missing) > PARALLEL_FROM:  # many small files: the kernel's work overlaps
                 with ThreadPoolExecutor(COPY_THREADS, thread_name_prefix="store") as pool:
-                    wrote = any(list(pool.map(one, missing)))
+                    wrote = any(list(pool.map(one, missing))) or wrote
             else:
-                wrote = any([one(e) for e in missing])
+                wrote = any([one(e) for e in missing]) or wrote
             if wrote and sync:
                 sync_filesystem(self.objects)
             meta = hashing.folder_meta(entries)
@@ -329,6 +334,63 @@ class Cache:
             _unlink_quiet(tmp)
             raise
 
+    def _store_unknown(self, folder: str, hasher: hashing.Hasher) -> tuple[set[str], bool]:
+        """Before a folder's manifest: store each small file the stat cache does not know,
+        hashed as it is read and recorded in the stat cache, so that the manifest reads
+        none of them again (a folder being added would otherwise be read twice). The
+        digests now in the cache. Whatever it skips (large files, symlinks, files
+        written within the racy window) the manifest and the general path take.
+        (digests now in the cache, whether any object was written)."""
+        stats, present, isfile, wrote = hasher.stats, set(), os.path.isfile, False
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_NOCTTY", 0)
+        for dirpath, dirnames, filenames in os.walk(folder):
+            dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+            for name in filenames:
+                if name.endswith(".pyc"):
+                    continue
+                full = dirpath + os.sep + name
+                try:
+                    fd = os.open(full, flags)
+                except OSError:  # a symlink (ELOOP) or gone: the manifest decides
+                    continue
+                try:
+                    st = os.fstat(fd)
+                    if (
+                        not stat_mod.S_ISREG(st.st_mode)
+                        or st.st_size > SMALL
+                        or stats.lookup(full, st) is not None
+                    ):
+                        continue
+                    data = read_all(fd, st.st_size)
+                finally:
+                    os.close(fd)
+                digest = hashing.hash_bytes(data)
+                if digest not in present and not isfile(self.object_str(digest)):
+                    if not wrote:
+                        self.make_dirs(self.tmp)
+                    self._write_object(digest, data, (st.st_mode & 0o444) | 0o400)
+                    wrote = True
+                present.add(digest)
+                stats.record(full, st, digest)
+        return present, wrote
+
+    def _write_object(self, digest: str, data: bytes, mode: int) -> None:
+        """A new object from bytes that hash to `digest`: tmp/, then renamed (unsynced)."""
+        tmp, fd = self.new_tmp(mode)
+        try:
+            try:
+                write_all(fd, data)
+            finally:
+                os.close(fd)
+            faults.point("object:tmp-written")
+            target = self.object_str(digest)
+            self.object_dir(os.path.dirname(target))
+            os.replace(tmp, target)
+            faults.point("object:renamed")
+        except BaseException:
+            _unlink_quiet(tmp)
+            raise
+
     def _insert_small(self, path: str, digest: str) -> bool:
         """Store a small file of a folder whose manifest names it `digest`, unsynced (the
         caller's group commit syncs); whether a new object was written. A file that no
@@ -346,21 +408,8 @@ class Cache:
             raise CacheError(f"{path} changed while it was being stored; run the command again")
         # (the caller made tmp/ and found no object: one written since is replaced by the same bytes)
         # the source's read bits, at least the owner's: a private file stays private
-        tmp, fd = self.new_tmp((st.st_mode & 0o444) | 0o400)
-        try:
-            try:
-                write_all(fd, data)
-            finally:
-                os.close(fd)
-            faults.point("object:tmp-written")
-            target = self.object_str(digest)
-            self.object_dir(os.path.dirname(target))
-            os.replace(tmp, target)
-            faults.point("object:renamed")
-            return True
-        except BaseException:
-            _unlink_quiet(tmp)
-            raise
+        self._write_object(digest, data, (st.st_mode & 0o444) | 0o400)
+        return True
 
     def new_tmp(self, mode: int) -> tuple[str, int]:
         """(path, fd) of a new file in tmp/ with exactly `mode`, named as the sweep expects."""

@@ -146,5 +146,25 @@ def test_a_file_changed_between_hashing_and_storing_is_an_error_not_a_broken_man
         return entries
 
     hasher.manifest = manifest_then_edit
+    cache._store_unknown = lambda folder, hasher: (set(), False)  # as for files just written
     with pytest.raises(CacheError, match="changed while it was being stored"):
         cache.insert(str(src), hasher)
+
+
+def test_a_folder_being_added_is_read_once(tmp_path, cache, monkeypatch):
+    """Files the stat cache does not know are hashed as they are stored: the manifest
+    that follows finds them all in the stat cache and opens none of them."""
+    import time
+
+    from reprobuild import hashing
+
+    src = _folder(tmp_path)
+    old = time.time() - 10  # out of the racy window, as data added long after it was made
+    for f in src.rglob("*.txt"):
+        os.utime(f, (old, old))
+    reads = []
+    real = hashing.hash_file_raw
+    monkeypatch.setattr(hashing, "hash_file_raw", lambda p, **k: reads.append(p) or real(p, **k))
+    meta = cache.insert(str(src), Hasher(StatCache(None)))
+    assert reads == [] and cache.has(meta)
+    assert meta == Hasher(StatCache(None)).path(str(src))

@@ -57,7 +57,7 @@ def sync(project) -> None:
         previous = None
     if previous == desired:
         return
-    tracked = _tracked_by_git(ws.dir, wanted_paths(project.pipeline))
+    tracked = tracked_by_git(ws.dir, wanted_paths(project.pipeline))
     if tracked:
         desired = _desired(project, skip=tracked)
     for folder in sorted(set(desired) | set(previous or {})):
@@ -76,7 +76,9 @@ def _desired(project, skip: frozenset | set = frozenset()) -> dict[str, list[str
     return {f: sorted(lines) for f, lines in sorted(by_folder.items())}
 
 
-def _tracked_by_git(base: Path, paths: list[str]) -> set[str]:
+def tracked_by_git(base: Path, paths: list[str]) -> set[str]:
+    """Of `paths` (relative to `base`), those git tracks (the path or a file below it);
+    none outside a git repository."""
     if not paths:
         return set()
     try:

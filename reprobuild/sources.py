@@ -24,6 +24,7 @@ missing source back from the cache (and the remote).
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass
 
 from .cache import CorruptObject, MissingObject
@@ -187,6 +188,13 @@ def add(project, paths: list[str], url: str | None = None) -> list[tuple[str, Me
                 "a path is either made by a stage or tracked"
             )
     new = [p for p in dict.fromkeys(paths) if p not in declared]
+    in_git = sorted(gitignore.tracked_by_git(project.ws.dir, new))
+    if in_git:  # two owners of one path: git would keep committing what the cache holds
+        shown = " ".join(shlex.quote(p) for p in in_git)
+        raise UsageError(
+            f"'{in_git[0]}' is tracked by git; stop tracking it there first "
+            f"(its files stay where they are): git rm -r --cached {shown}"
+        )
     text = project.ws.pipeline_file.read_text()
     new_text = _declare(project, text, new, url)
     done = []

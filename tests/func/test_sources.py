@@ -171,6 +171,19 @@ def test_add_refuses_outs_and_paths_outside(tracked):
     assert r.code == 2 and "does not exist" in r.err
 
 
+def test_add_refuses_what_git_tracks_and_writes_nothing(tracked):
+    """As DVC does: one owner per path, or git keeps committing what the cache holds."""
+    tracked.write({"notes/a.csv": "x,y\n1,2\n", "notes/b.csv": "x\n"})
+    git(tracked.root, "add", "notes/a.csv")
+    before = tracked.read("reprobuild.yaml"), tracked.read("reprobuild.lock")
+    r = tracked.run("add", "notes")
+    assert r.code == 2 and "'notes' is tracked by git" in r.err
+    assert "git rm -r --cached notes" in r.err
+    assert (tracked.read("reprobuild.yaml"), tracked.read("reprobuild.lock")) == before
+    git(tracked.root, "rm", "-r", "-q", "--cached", "notes")
+    assert tracked.run("add", "notes").code == 0
+
+
 def test_gitignore_block_follows_the_pipeline_and_spares_hand_lines(tracked):
     tracked.write({"data/.gitignore": "# mine\n*.tmp\n" + tracked.read("data/.gitignore")})
     text = tracked.read("reprobuild.yaml").replace("  - data/raw\n", "")

@@ -349,7 +349,8 @@ def cmd_status(args) -> int:
         for d in stale:
             reporter.stage_planned(d)
         if not stale and not source_states:
-            print(f"{len(decisions)} stages up to date")
+            n = len(decisions)
+            print(f"{n} stage{'' if n == 1 else 's'} up to date")
         for path in _untracked_inputs(project, names)[:5]:
             print(
                 f"hint: '{path}' is read but neither made by a stage nor tracked: "

@@ -111,7 +111,7 @@ def test_key_changes_for_a_dependency_of_a_listed_package(tmp_path, venv, wheels
     lock = (root / "reprobuild.lock").read_text()
     assert "packages: {tinyapp: '1.0', tinydep: '1.0'}" in lock  # the closure, sorted
     assert "tinyextra" not in lock  # an extra nobody asked for
-    assert rb(venv, root, "status").stdout.strip() == "1 stages up to date"
+    assert rb(venv, root, "status").stdout.strip() == "1 stage up to date"
 
     install(venv, wheels, "tinydep==2.0")  # the same tinyapp, a new requirement under it
     st = rb(venv, root, "status")

@@ -227,7 +227,7 @@ def test_plots_are_not_part_of_the_key(pipe):
     text = pipe.read("reprobuild.yaml").replace("              - out/logo.svg\n", "")
     pipe.write({"reprobuild.yaml": text})
     r = pipe.run("status")
-    assert r.code == 0 and "1 stages up to date" in r.out
+    assert r.code == 0 and "1 stage up to date" in r.out
 
 
 def test_bad_plot_declarations_name_file_and_line(ws):

@@ -872,19 +872,24 @@ def push(
 
 def pull(
     project,
-    remote: Remote,
+    remote: Remote | None,
     names: list[str] | None = None,
     progress: Progress | None = None,
     source_paths: list[str] | None = None,
 ) -> tuple[TransferResult, dict]:
     """Download what the lockfile names for `names` and `source_paths` (as lock_outs) into
-    the local cache; (result, lock entries)."""
+    the local cache; (result, lock entries). Imports neither cache has come from their
+    origins; with no remote (None) that is all that is fetched."""
     project.cache.ensure()
     with project.cache.using():
         outs, keys, entries = lock_outs(project, names, source_paths)
-        result = remote.fetch([m for _, _, m in outs], progress)
-        result.runs = remote.fetch_runs(keys)
-        result.untrusted = [f"{why}: run record {k}" for k, why in sorted(remote.untrusted.items())]
+        result = TransferResult()
+        if remote is not None:
+            result = remote.fetch([m for _, _, m in outs], progress)
+            result.runs = remote.fetch_runs(keys)
+            result.untrusted = [
+                f"{why}: run record {k}" for k, why in sorted(remote.untrusted.items())
+            ]
         _from_origins(project, [(p, m) for owner, p, m in outs if owner == sources.OWNER])
         result.missing = [f"{stage}: {path}" for stage, path, m in outs if not project.cache.has(m)]
     return result, entries

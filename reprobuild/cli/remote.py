@@ -100,20 +100,24 @@ def cmd_push(args) -> int:
 
 def cmd_pull(args) -> int:
     from ..engine import checkout
-    from ..remote import open_remote, pull
+    from ..remote import open_remote, pull, resolve_url
 
     project, names, source_paths = _open(args, with_deps=args.with_deps)
-    remote = open_remote(project, args.remote, jobs=args.jobs)
-    _warn_on_console(remote)
+    remote = None  # none configured: imports still come from their origins
+    if resolve_url(project, args.remote) is not None:
+        remote = open_remote(project, args.remote, jobs=args.jobs)
+        _warn_on_console(remote)
     with _progress("pull", args.quiet) as progress:
         result, entries = pull(project, remote, names, progress, source_paths)
-    _say(
-        args,
-        f"pulled {result.objects} objects ({_size(result.bytes)}) and {result.runs} run records "
-        f"from {remote.url}; {result.present} were already in the cache",
-    )
+    if remote is not None:
+        _say(
+            args,
+            f"pulled {result.objects} objects ({_size(result.bytes)}) and {result.runs} run "
+            f"records from {remote.url}; {result.present} were already in the cache",
+        )
+    where = "the remote" if remote is not None else "the cache (no remote is configured)"
     for item in result.missing:
-        print(f"missing from the remote: {_clean(item)}", file=sys.stderr)
+        print(f"missing from {where}: {_clean(item)}", file=sys.stderr)
     for item in result.untrusted:
         print(f"not trusted, not used: {_clean(item)}", file=sys.stderr)
     co = checkout(project, entries, names, pins=project.read_sources(), source_paths=source_paths)
@@ -124,6 +128,8 @@ def cmd_pull(args) -> int:
     for item in co.missing:
         if item not in result.missing:
             print(f"missing from the cache: {_clean(item)}", file=sys.stderr)
+    if remote is None and result.missing:
+        open_remote(project, None)  # raises: how to configure the remote the rest is on
     return EXIT_FAILED if result.missing or co.missing else EXIT_OK
 
 

@@ -340,3 +340,9 @@ def test_status_does_not_import_fsspec(built):
         [sys.executable, "-c", code], cwd=built.root, capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_pull_without_a_remote_says_how_to_configure_one(built, tmp_path):
+    other = clone(built)
+    r = other.run("pull")
+    assert r.code == 2 and "no remote configured" in r.err and "REPROBUILD_REMOTE" in r.err

@@ -273,6 +273,11 @@ def test_import_from_a_versioned_s3_bucket(ws, s3_bucket, s3_env, tmp_path):
     r = other.run("pull", "--remote", str(tmp_path / "empty-remote"))
     assert r.code == 0, r.err
     assert other.read("data/rates.csv") == "eur,1.0\n"
+    # no remote configured at all: the origin still has the pinned version
+    bare = clone(ws, "bare")
+    r = bare.run("pull")
+    assert r.code == 0, r.err
+    assert bare.read("data/rates.csv") == "eur,1.0\n"
     r = ws.run("update")
     assert "updated data/rates.csv" in r.out
     assert lock(ws)["sources"]["data/rates.csv"]["version_id"] != entry["version_id"]

@@ -125,6 +125,21 @@ class Project:
         stages, _, problem = self._read_lock_all()
         return stages, problem
 
+    def lock_at_rev(self, rev: str) -> tuple[dict, dict]:
+        """The stages and sources of this lockfile as it was at a git revision."""
+        from . import gitrev
+        from .errors import UsageError
+
+        top = gitrev.require_repo(self.ws.dir)
+        rel = self.ws.lock_file.resolve().relative_to(top.resolve()).as_posix()
+        text = gitrev.show(top, rev, rel)
+        if text is None:
+            raise UsageError(f"revision '{rev}' has no {rel}")
+        stages, sources, problem = lockfile.parse_all(text, f"{rel} at {rev}")
+        if problem:
+            raise UsageError(problem)
+        return stages, sources
+
     def _read_lock_all(self) -> tuple[dict, dict, str | None]:
         """The lockfile read once per version of it (each write is a rename: a new inode),
         so its warnings are printed once; callers get their own copies to change."""

@@ -817,18 +817,28 @@ def _counter_class():
 
 
 def lock_outs(
-    project, names: list[str] | None, source_paths: list[str] | None = None
+    project,
+    names: list[str] | None,
+    source_paths: list[str] | None = None,
+    locked: tuple[dict, dict] | None = None,
 ) -> tuple[list[tuple[str, str, Meta]], list[str], dict]:
     """(stage, path, meta) of every cached out the lockfile records for these stages
     (all when None) and of the tracked sources in `source_paths` (all when None;
-    stage sources.OWNER), the keys of their run records, and the lockfile's entries."""
-    entries, problem = project.read_lock()
-    if problem:
-        raise UsageError(problem)
-    declared = {s.path for s in project.pipeline.sources}
+    stage sources.OWNER), the keys of their run records, and the lockfile's entries.
+    `locked`: (stages, sources) of the lockfile at another revision, instead of today's;
+    its sources are the ones declared then."""
+    if locked is None:
+        entries, problem = project.read_lock()
+        if problem:
+            raise UsageError(problem)
+        pins = project.read_sources()
+        declared = {s.path for s in project.pipeline.sources}
+    else:
+        entries, pins = locked
+        declared = set(pins)
     outs = [
         (sources.OWNER, path, meta)
-        for path, meta in sources.metas(project.read_sources(), source_paths)
+        for path, meta in sources.metas(pins, source_paths)
         if path in declared and HEX.match(meta.hash)
     ]
     keys = []
@@ -876,13 +886,14 @@ def pull(
     names: list[str] | None = None,
     progress: Progress | None = None,
     source_paths: list[str] | None = None,
+    locked: tuple[dict, dict] | None = None,
 ) -> tuple[TransferResult, dict]:
-    """Download what the lockfile names for `names` and `source_paths` (as lock_outs) into
-    the local cache; (result, lock entries). Imports neither cache has come from their
-    origins; with no remote (None) that is all that is fetched."""
+    """Download what the lockfile (or `locked`, as lock_outs) names for `names` and
+    `source_paths` into the local cache; (result, lock entries). Imports neither cache
+    has come from their origins; with no remote (None) that is all that is fetched."""
     project.cache.ensure()
     with project.cache.using():
-        outs, keys, entries = lock_outs(project, names, source_paths)
+        outs, keys, entries = lock_outs(project, names, source_paths, locked)
         result = TransferResult()
         if remote is not None:
             result = remote.fetch([m for _, _, m in outs], progress)
@@ -890,14 +901,14 @@ def pull(
             result.untrusted = [
                 f"{why}: run record {k}" for k, why in sorted(remote.untrusted.items())
             ]
-        _from_origins(project, [(p, m) for owner, p, m in outs if owner == sources.OWNER])
+        pins = project.read_sources() if locked is None else locked[1]
+        _from_origins(project, pins, [(p, m) for owner, p, m in outs if owner == sources.OWNER])
         result.missing = [f"{stage}: {path}" for stage, path, m in outs if not project.cache.has(m)]
     return result, entries
 
 
-def _from_origins(project, wanted: list[tuple[str, Meta]]) -> None:
+def _from_origins(project, pins: dict, wanted: list[tuple[str, Meta]]) -> None:
     """Imported sources neither cache has: their pinned version from the origin itself."""
-    pins = project.read_sources()
     for path, meta in wanted:
         entry = pins.get(path) or {}
         if entry.get("url") and not project.cache.has(meta):

@@ -391,12 +391,12 @@ def cmd_checkout(args) -> int:
 
     project = _open(args)
     if args.rev:
-        entries, locked_sources, problem = _lock_at_rev(project, args.rev)
+        entries, locked_sources = project.lock_at_rev(args.rev)
     else:
         entries, problem = project.read_lock()
+        if problem:
+            raise UsageError(problem)
         locked_sources = project.read_sources()
-    if problem:
-        raise UsageError(problem)
     names, source_paths = None, None
     if args.targets:  # only the named stages and sources, not their upstream
         source_paths, stage_targets = project.split_sources(args.targets)
@@ -405,18 +405,6 @@ def cmd_checkout(args) -> int:
         project, entries, names, force=args.force, pins=locked_sources, source_paths=source_paths
     )
     return _report_checkout(result, args)
-
-
-def _lock_at_rev(project, rev: str):
-    """The stages and sources of the lockfile as it was at a git revision."""
-    from .. import gitrev, lockfile
-
-    top = gitrev.require_repo(project.ws.dir)
-    rel = project.ws.lock_file.resolve().relative_to(top.resolve()).as_posix()
-    text = gitrev.show(top, rev, rel)
-    if text is None:
-        raise UsageError(f"revision '{rev}' has no {rel}")
-    return lockfile.parse_all(text, f"{rel} at {rev}")
 
 
 def _report_checkout(result, args) -> int:

@@ -50,6 +50,11 @@ def register(add) -> None:
         action="store_true",
         help="also the outputs of the targets' upstream stages and the sources they read",
     )
+    q.add_argument(
+        "--rev",
+        metavar="REV",
+        help="what the lockfile named at this git revision (then checked out, as checkout --rev)",
+    )
     _transfer_options(q)
 
 
@@ -107,8 +112,9 @@ def cmd_pull(args) -> int:
     if resolve_url(project, args.remote) is not None:
         remote = open_remote(project, args.remote, jobs=args.jobs)
         _warn_on_console(remote)
+    locked = project.lock_at_rev(args.rev) if args.rev else None
     with _progress("pull", args.quiet) as progress:
-        result, entries = pull(project, remote, names, progress, source_paths)
+        result, entries = pull(project, remote, names, progress, source_paths, locked)
     if remote is not None:
         _say(
             args,
@@ -120,7 +126,8 @@ def cmd_pull(args) -> int:
         print(f"missing from {where}: {_clean(item)}", file=sys.stderr)
     for item in result.untrusted:
         print(f"not trusted, not used: {_clean(item)}", file=sys.stderr)
-    co = checkout(project, entries, names, pins=project.read_sources(), source_paths=source_paths)
+    pins = project.read_sources() if locked is None else locked[1]
+    co = checkout(project, entries, names, pins=pins, source_paths=source_paths)
     if not args.quiet:
         for path in co.restored:
             print(f"restored {_clean(path)}")

@@ -154,6 +154,21 @@ def test_checkout_rev_brings_back_older_raw_data(tracked):
     assert tracked.read("data/raw/a.csv") == "new\n"
 
 
+def test_pull_rev_brings_an_older_revision_into_a_fresh_clone(tracked, tmp_path):
+    remote = str(tmp_path / "remote")
+    assert tracked.run("push", "--remote", remote).code == 0  # v1
+    raw(tracked, "new\n")
+    assert tracked.run("build").code == 0
+    tracked.commit_all("data v2")
+    assert tracked.run("push", "--remote", remote).code == 0
+    other = clone(tracked)  # at v2, with an empty cache
+    r = other.run("pull", "--rev", "HEAD~1", "--remote", remote)
+    assert r.code == 0, r.err
+    assert other.read("data/raw/a.csv") == "c\nb\na\n"
+    assert other.read("count.txt").strip() == "4"
+    assert other.run("pull", "--rev", "no-such-rev", "--remote", remote).code == 2
+
+
 def test_gc_keeps_tracked_sources(tracked):
     r = tracked.run("gc")
     assert r.code == 0, r.err

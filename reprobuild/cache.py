@@ -61,19 +61,28 @@ import re
 import stat as stat_mod
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import faults, hashing
 from .errors import CacheError
-from .fsutil import atomic_write, fsync_dir, read_all, remove_path, sync_filesystem, write_all
+from .fsutil import (
+    atomic_write,
+    fsync_dir,
+    on_threads,
+    read_all,
+    remove_path,
+    sync_filesystem,
+    write_all,
+)
 from .fsutil import unlink_quiet as _unlink_quiet
 from .hashing import Meta
 
 RUN_SCHEMA = 1
-PARALLEL_FROM, COPY_THREADS = 64, 8  # folders of more files than this are stored on threads
+COPY_THREADS = (
+    4  # a many-file folder is stored and restored on this many threads (fsutil.on_threads)
+)
 # Files of a folder up to this size are stored and restored in one read and one write
 # of plain fds: a many-file folder's cost is its syscalls, and a buffered file object
 # adds four (fstat, ioctl, lseek) on each side.
@@ -247,11 +256,9 @@ class Cache:
                     return self._insert_small(full, e["hash"])
                 return self._insert_file(full, hasher, None, False)[1]
 
-            if len(missing) > PARALLEL_FROM:  # many small files: the kernel's work overlaps
-                with ThreadPoolExecutor(COPY_THREADS, thread_name_prefix="store") as pool:
-                    wrote = any(list(pool.map(one, missing))) or wrote
-            else:
-                wrote = any([one(e) for e in missing]) or wrote
+            stored = []
+            on_threads(lambda e: stored.append(one(e)), missing, COPY_THREADS)
+            wrote = any(stored) or wrote
             if wrote and sync:
                 sync_filesystem(self.objects)
             meta = hashing.folder_meta(entries)
@@ -505,12 +512,7 @@ class Cache:
             self._restore_file(e["hash"], folder, executable, name=target)
 
         try:
-            if len(entries) > PARALLEL_FROM:
-                with ThreadPoolExecutor(COPY_THREADS, thread_name_prefix="restore") as pool:
-                    list(pool.map(one, entries))
-            else:
-                for e in entries:
-                    one(e)
+            on_threads(one, entries, COPY_THREADS)
             os.chmod(tmpdir, 0o777 & ~UMASK)  # mkdtemp made it 0700
             remove_path(Path(dest))
             os.replace(tmpdir, dest)

@@ -99,6 +99,40 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+def on_threads(fn, items: list, threads: int) -> None:
+    """fn(item) for every item, on up to `threads` threads each working through a slice.
+
+    For many small file operations: their cost is syscalls, which overlap on threads,
+    while a future per item would cost more than the item. The first error (or
+    Ctrl-C) stops the rest, each thread between two items, and is raised.
+    """
+    threads = max(1, min(threads, len(items) // 64 + 1))
+    if threads == 1:
+        for it in items:
+            fn(it)
+        return
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    stop = threading.Event()
+
+    def run(part) -> None:
+        for it in part:
+            if stop.is_set():
+                return
+            fn(it)
+
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="files")
+    try:
+        for f in [pool.submit(run, items[i::threads]) for i in range(threads)]:
+            f.result()
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        pool.shutdown(wait=True)
+
+
 def unlink_quiet(path) -> None:
     try:
         os.unlink(path)

@@ -76,7 +76,7 @@ from .cache import (
     parse_run_doc,
 )
 from .errors import CacheError, ReprobuildError, UsageError
-from .fsutil import atomic_write, read_all, write_all
+from .fsutil import atomic_write, on_threads, read_all, write_all
 from .fsutil import unlink_quiet as _unlink_quiet
 from .hashing import Meta
 
@@ -747,32 +747,15 @@ class Remote:
     def _map_local(self, fn, items) -> dict:
         """{item: fn(item)} with a few threads each on a slice (see LOCAL_THREADS); an item
         whose fn returns ELSEWHERE is left out (the general path takes it). The first error
-        stops the rest (each thread checks between files) and is raised."""
-        items = list(items)
-        threads = min(LOCAL_THREADS, self.jobs, len(items) // 256 + 1)
-        stop = threading.Event()
+        stops the rest and is raised."""
         results: dict = {}
 
-        def run(part) -> None:
-            for it in part:
-                if stop.is_set():
-                    return
-                got = fn(it)
-                if got is not ELSEWHERE:
-                    results[it] = got
+        def one(it) -> None:
+            got = fn(it)
+            if got is not ELSEWHERE:
+                results[it] = got
 
-        if threads <= 1:
-            run(items)
-            return results
-        pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="remote-local")
-        try:
-            for f in [pool.submit(run, items[i::threads]) for i in range(threads)]:
-                f.result()
-        except BaseException:
-            stop.set()  # Ctrl-C or an error: each thread ends after its current file
-            raise
-        finally:
-            pool.shutdown(wait=True)
+        on_threads(one, list(items), min(LOCAL_THREADS, self.jobs))
         return results
 
     @contextmanager

@@ -14,6 +14,7 @@ The coordinator (engine.py) alone writes run records and the lockfile.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -119,6 +120,8 @@ def run_job(job: Job, on_line=None, started=None, should_stop=None) -> JobResult
 def _run_one(job: Job, cmd: str, log, on_line, started, environ=None) -> int:
     if on_line is None:  # nobody reads it live: the command writes its log itself
         log.flush()
+        if os.path.realpath(job.cwd) == os.getcwd():
+            return _spawn(cmd, log, started, environ)
     proc = subprocess.Popen(
         ["sh", "-c", cmd],
         cwd=job.cwd,
@@ -138,6 +141,52 @@ def _run_one(job: Job, cmd: str, log, on_line, started, environ=None) -> int:
     except BaseException:
         _kill_group(proc, signal.SIGKILL)
         raise
+
+
+class _Spawned:
+    """What `started` and _kill_group need of a process: its pid (its group's id too)."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+
+
+def _spawn(cmd: str, log, started, environ=None) -> int:
+    """`sh -c cmd` in its own session, stdin from /dev/null, stdout and stderr into the
+    log: what Popen does for _run_one, by posix_spawn (a stage's fork and exec cost a
+    third less). Only in the builder's own folder (posix_spawn cannot chdir here).
+    Popen closes inherited descriptors; Python opens every file non-inheritable, so
+    there are none; and the signals Python ignores are reset for the command."""
+    env = os.environ if environ is None else environ
+    pid = os.posix_spawn(
+        _shell(tuple(os.get_exec_path(env))),
+        ["sh", "-c", cmd],
+        env,
+        file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, log.fileno(), 1),
+            (os.POSIX_SPAWN_DUP2, log.fileno(), 2),
+        ],
+        setsid=True,
+        setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
+    )
+    if started:
+        started(_Spawned(pid))
+    try:
+        return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    except BaseException:
+        _kill_group(_Spawned(pid), signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
+
+
+@functools.cache
+def _shell(path: tuple[str, ...]) -> str:
+    """The `sh` a search of `path` finds, as Popen's would."""
+    for folder in path:
+        candidate = os.path.join(folder, "sh")
+        if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+            return candidate
+    return "/bin/sh"
 
 
 def _kill_group(proc, sig) -> None:

@@ -349,3 +349,23 @@ def test_a_stage_output_reaches_its_log_and_a_failure_shows_its_tail(ws, quiet):
     assert log.splitlines() == ["first line", "to stderr", "second line"]
     assert "second line" in r.err
     assert ("first line" in r.out) is not quiet
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_a_command_gets_default_sigpipe(ws, quiet):
+    """Python ignores SIGPIPE; a stage's shell must not inherit that (`yes | head` would
+    then end in 'Broken pipe' errors instead of a quiet stop)."""
+    ws.write(
+        {
+            "reprobuild.yaml": """\
+                stages:
+                  pipe:
+                    cmd: yes | head -n 2 > out.txt; yes | head -n 1
+                    outs: [out.txt]
+                """
+        }
+    )
+    r = ws.run("build", *(["-q"] if quiet else []))
+    assert r.code == 0, r.err
+    log = (ws.root / ".reprobuild/logs/pipe.log").read_text()
+    assert "Broken pipe" not in log and log.splitlines() == ["y"]

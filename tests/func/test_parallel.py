@@ -99,7 +99,8 @@ def test_keep_going_under_parallel(ws):
         assert f"work@{i}:" in ws.read("reprobuild.lock")
 
 
-def test_interrupt_stops_cleanly_and_rebuild_finishes(ws):
+@pytest.mark.parametrize("quiet", [[], ["-q"]])  # -q: commands are spawned writing their logs
+def test_interrupt_stops_cleanly_and_rebuild_finishes(ws, quiet):
     ws.write(PIPE)
     ws.write(
         {
@@ -116,7 +117,7 @@ stages:
         }
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "reprobuild", "build", "-j", "2", "quick", "work"],
+        [sys.executable, "-m", "reprobuild", "build", "-j", "2", *quiet, "quick", "work"],
         cwd=ws.root,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -227,7 +228,8 @@ def test_external_dask_scheduler(ws):
         assert bad.returncode == 2 and "cannot reach the Dask scheduler" in bad.stderr
 
 
-def test_second_interrupt_kills_a_stage_that_ignores_sigterm(ws):
+@pytest.mark.parametrize("quiet", [[], ["-q"]])
+def test_second_interrupt_kills_a_stage_that_ignores_sigterm(ws, quiet):
     ws.write(
         {
             "reprobuild.yaml": """\
@@ -239,7 +241,7 @@ def test_second_interrupt_kills_a_stage_that_ignores_sigterm(ws):
         }
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "reprobuild", "build"],
+        [sys.executable, "-m", "reprobuild", "build", *quiet],
         cwd=ws.root,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -314,6 +314,23 @@ class Cache:
         the caller's group commit (sync_filesystem)."""
         if known and self.object_path(known).is_file():
             return known, False
+        src = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+        try:
+            st = os.fstat(src)
+            if not stat_mod.S_ISREG(st.st_mode):
+                raise hashing.NotRegularFile(path, st.st_mode)
+            data = read_all(src, st.st_size) if st.st_size <= SMALL else None
+        finally:
+            os.close(src)
+        if data is not None:  # a small file: one read, hashed in memory, one write
+            digest = hashing.hash_bytes(data)
+            hasher.stats.record(path, st, digest)
+            if os.path.isfile(self.object_str(digest)):
+                return digest, False
+            self.make_dirs(self.tmp)
+            # the source's read bits, at least the owner's: a private file stays private
+            self._write_object(digest, data, (st.st_mode & 0o444) | 0o400, sync)
+            return digest, True
         self.make_dirs(self.tmp)
         fd, tmp = tempfile.mkstemp(dir=self.tmp, prefix=TMP_PREFIX)
         try:
@@ -381,18 +398,23 @@ class Cache:
                 stats.record(full, st, digest)
         return present, wrote
 
-    def _write_object(self, digest: str, data: bytes, mode: int) -> None:
-        """A new object from bytes that hash to `digest`: tmp/, then renamed (unsynced)."""
+    def _write_object(self, digest: str, data: bytes, mode: int, sync: bool = False) -> None:
+        """A new object from bytes that hash to `digest`: tmp/, then renamed; fsynced (file
+        and folder) only with `sync`, else the group commit's."""
         tmp, fd = self.new_tmp(mode)
         try:
             try:
                 write_all(fd, data)
+                if sync:
+                    os.fsync(fd)
             finally:
                 os.close(fd)
             faults.point("object:tmp-written")
             target = self.object_str(digest)
             self.object_dir(os.path.dirname(target))
             os.replace(tmp, target)
+            if sync:
+                fsync_dir(Path(target).parent)
             faults.point("object:renamed")
         except BaseException:
             _unlink_quiet(tmp)

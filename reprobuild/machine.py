@@ -132,7 +132,12 @@ def cpu() -> tuple[str, tuple[str, ...]]:
 
 def stage_python(environ: dict | None) -> str:
     """The interpreter a stage's `python` is: the first on its PATH."""
-    path = (environ or os.environ).get("PATH")
+    return _first_python((environ or os.environ).get("PATH"))
+
+
+@cache
+def _first_python(path: str | None) -> str:
+    """A PATH search per stage showed in a build's profile: once per PATH per process."""
     return shutil.which("python", path=path) or shutil.which("python3", path=path) or sys.executable
 
 

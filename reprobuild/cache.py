@@ -45,7 +45,10 @@ the cache itself (objects excepted: `link: symlink` outs point there). The
 temp sweep removes only files named as reprobuild names its temps.
 
 Objects are never modified in place: an insert writes `tmp/<random>`, checks
-the hash, and renames. Every restore re-hashes the bytes it copies and
+the hash, and renames. Durability: a single insert fsyncs the object and its
+folder; a build (and a folder's many files) writes objects and run records
+without an fsync each and syncs the filesystem once before the lockfile that
+names them is written (group commit, `commit()`). Every restore re-hashes the bytes it copies and
 refuses (and quarantines) an object whose bytes do not match its name, so a
 corrupt object is never served. Outputs reach the workspace by reflink where
 the filesystem supports it, else by copy; `link: hardlink|symlink` trades

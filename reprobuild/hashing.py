@@ -425,30 +425,31 @@ class Hasher:
         for d in dirs:
             digest.update(_utf8(d.rel) + b"\0" + d.fp.encode() + b"\n")
         fp = digest.hexdigest()
-        header, old = None, {}
+        header, old, body = None, {}, b""
         try:
-            with open(where, encoding="utf-8") as f:
+            with open(where, "rb") as f:
                 header = _summary_header(f.readline(), top)
                 if header is not None and header["fingerprint"] == fp:
                     return Meta(header["hash"], header["size"], header["nfiles"])
-                body = f.read() if header is not None else ""
-            if body and xxhash.xxh3_64_hexdigest(body.encode()) == header["body"]:
+                body = f.read() if header is not None else b""
+            if body and xxhash.xxh3_64_hexdigest(body) == header["body"]:
                 old = _summary_lines(body)
         except (OSError, ValueError):
-            header, old = None, {}
-        return self._summarize(top, dirs, fp, header, old, where)
+            header, old, body = None, {}, b""
+        return self._summarize(top, dirs, fp, header, old, body, where)
 
-    def _summarize(self, top, dirs, fp, header, old, where) -> Meta:
+    def _summarize(self, top, dirs, fp, header, old, body, where) -> Meta:
         """The Meta from the summary's unchanged folders and a file-by-file look at the
         others; the summary is rewritten when it learned something."""
         prefix = top if top.endswith(os.sep) else top + os.sep
-        settled = all(d.settled for d in dirs)
-        learned = settled and (header is None or header["fingerprint"] != fp)
+        learned = False
+        view = memoryview(body)
         for d in dirs:
             line = old.get(d.rel)
-            if line is not None and d.fp != "-" and line[0] == d.fp and d.reuse(line):
-                continue
-            known = _records(line[3]) if line is not None else {}
+            if line is not None and d.fp != "-" and line[0] == d.fp.encode():
+                if d.reuse(line, body, view):
+                    continue
+            known = _records(body[line[2][0] : line[2][1]]) if line is not None else {}
             records = {}
             items = []
             size = 0
@@ -486,20 +487,24 @@ class Hasher:
                 size += st.st_size
             d.set_files(items, records, size)
             learned = learned or d.settled or any(known.get(k) != v for k, v in records.items())
-        for d in reversed(dirs):  # children before their parent
-            parts = [d.runs[0]]
-            for child, run in zip(d.children, d.runs[1:], strict=True):
-                parts += (child.block, run)
-                child.block = ""
-            d.block = ",".join(p for p in parts if p)
+        settled = all(d.settled for d in dirs)
+        learned = learned or (settled and (header is None or header["fingerprint"] != fp))
+        # the manifest's JSON, fed to the hash in order, never joined: "[" RUNS... "]"
+        pieces: list = []
+        dirs[0].pieces(pieces)
+        h = xxhash.xxh3_128(b"[")
+        for i, piece in enumerate(pieces):
+            if i:
+                h.update(b",")
+            h.update(piece)
+        h.update(b"]")
         meta = Meta(
-            hash_bytes(("[" + dirs[0].block + "]").encode()),
+            h.hexdigest(),
             sum(d.size for d in dirs),
             sum(d.nfiles for d in dirs),
         )
         if learned:
-            lines = [d.line() for d in dirs]
-            body = "\n".join(lines)
+            body = b"\n".join([d.line() for d in dirs])
             head = {
                 "schema": STATCACHE_SCHEMA,
                 "folder": top,
@@ -507,11 +512,11 @@ class Hasher:
                 "hash": meta.hash,
                 "size": meta.size,
                 "nfiles": meta.nfiles,
-                "body": xxhash.xxh3_64_hexdigest(body.encode()),
+                "body": xxhash.xxh3_64_hexdigest(body),
             }
-            data = json.dumps(head, separators=(",", ":")) + "\n" + body
+            data = json.dumps(head, separators=(",", ":")).encode() + b"\n" + body
             try:
-                atomic_write(where, data.encode(), what="statcache")
+                atomic_write(where, data, what="statcache")
             except OSError:
                 pass  # a read-only cache: the next walk looks again
         return meta
@@ -531,7 +536,6 @@ class _Dir:
         "size",
         "nfiles",
         "records",
-        "block",
     )
 
     def __init__(self, rel: str, racy_from: int):
@@ -541,10 +545,9 @@ class _Dir:
         self.fp = "-"
         self.settled = False
         self.racy_from = racy_from
-        self.runs: list[str] = [""]
+        self.runs: list[bytes] = [b""]
         self.size = self.nfiles = 0
-        self.records = "{}"
-        self.block = ""
+        self.records = b"{}"
 
     def listed(self, stats: list[os.stat_result], below: list[str]) -> None:
         """Fingerprint of its files' stats and of the folders walked below it; settled
@@ -564,17 +567,35 @@ class _Dir:
         self.fp = h.hexdigest()
         self.settled = not vals or max(vals[2::5]) <= self.racy_from
 
-    def reuse(self, line: list[str]) -> bool:
-        """Take the summary's line for this folder (its DIRFP matched)."""
-        runs = line[4].split("\t")
+    def reuse(self, line: tuple, body: bytes, view: memoryview) -> bool:
+        """Take the summary's line for this folder (its DIRFP matched); its runs and
+        records stay views of the summary's bytes (no copy)."""
+        (a, b), runs = line[3], []
+        while True:
+            tab = body.find(b"\t", a, b)
+            if tab < 0:
+                runs.append(view[a:b])
+                break
+            runs.append(view[a:tab])
+            a = tab + 1
         try:
-            size, nfiles = json.loads(line[2])
+            size, nfiles = json.loads(line[1])
         except (ValueError, TypeError):
             return False
         if len(runs) != len(self.children) + 1 or not (_whole(size) and _whole(nfiles)):
             return False
-        self.runs, self.size, self.nfiles, self.records = runs, size, nfiles, line[3]
+        self.runs, self.size, self.nfiles = runs, size, nfiles
+        self.records = view[line[2][0] : line[2][1]]
         return True
+
+    def pieces(self, out: list) -> None:
+        """Its non-empty runs and its subfolders' in the manifest's order."""
+        if self.runs[0]:
+            out.append(self.runs[0])
+        for child, run in zip(self.children, self.runs[1:], strict=True):
+            child.pieces(out)
+            if run:
+                out.append(run)
 
     def set_files(self, items: list[tuple[str, str]], records: dict, size: int) -> None:
         """Its files' (name, manifest entry JSON), sorted by name, cut into runs where the
@@ -586,14 +607,14 @@ class _Dir:
             while i < len(keys) and keys[i] < name:
                 i += 1
             runs[i].append(text)
-        self.runs = [",".join(r) for r in runs]
+        self.runs = [",".join(r).encode() for r in runs]
         self.size, self.nfiles = size, len(items)
-        self.records = json.dumps(records, separators=(",", ":"))
+        self.records = json.dumps(records, separators=(",", ":")).encode()
 
-    def line(self) -> str:
+    def line(self) -> bytes:
         fp = self.fp if self.settled else "-"
-        counts = json.dumps([self.size, self.nfiles])
-        return "\t".join([fp, json.dumps(self.rel), counts, self.records, *self.runs])
+        head = f"{fp}\t{json.dumps(self.rel)}\t{json.dumps([self.size, self.nfiles])}"
+        return b"\t".join([head.encode(), self.records, *self.runs])
 
 
 def _scan(top: str) -> list[_Dir]:
@@ -620,7 +641,7 @@ def _scan(top: str) -> list[_Dir]:
             listed, stats = _careful(fd, listed)
         kinds = [st.st_mode & 0o170000 for st in stats]
         subs = []
-        if kinds.count(0o100000) == len(kinds) and not any(n.endswith(".pyc") for n in listed):
+        if kinds.count(0o100000) == len(kinds) and ".pyc\0" not in "\0".join(listed) + "\0":
             d.names = listed  # only files to take: the common case, without a loop
         else:
             kept = []
@@ -684,7 +705,7 @@ def _careful(fd: int, names: list[str]) -> tuple[list[str], list[os.stat_result]
     return kept, stats
 
 
-def _summary_header(line: str, top: str) -> dict | None:
+def _summary_header(line: bytes, top: str) -> dict | None:
     h = json.loads(line)
     if (
         isinstance(h, dict)
@@ -701,19 +722,32 @@ def _summary_header(line: str, top: str) -> dict | None:
     return None
 
 
-def _summary_lines(body: str) -> dict[str, list[str]]:
-    """{REL: [DIRFP, REL, COUNTS, RECORDS, RUNS]}; only what is used gets parsed."""
+def _summary_lines(body: bytes) -> dict[str, tuple]:
+    """{REL: (DIRFP, COUNTS, RECORDS span, RUNS span)}, spans as (start, end) in `body`:
+    nothing is copied or parsed that is not used."""
     lines = {}
-    for text in body.split("\n"):
-        parts = text.split("\t", 4)
-        if len(parts) == 5:
-            rel = json.loads(parts[1])
+    start, n = 0, len(body)
+    while start < n:
+        end = body.find(b"\n", start)
+        end = n if end < 0 else end
+        tabs, pos = [], start
+        while len(tabs) < 4 and (pos := body.find(b"\t", pos, end)) >= 0:
+            tabs.append(pos)
+            pos += 1
+        if len(tabs) == 4:
+            rel = json.loads(body[tabs[0] + 1 : tabs[1]])
             if isinstance(rel, str):
-                lines[rel] = parts
+                lines[rel] = (
+                    body[start : tabs[0]],
+                    body[tabs[1] + 1 : tabs[2]],
+                    (tabs[2] + 1, tabs[3]),
+                    (tabs[3] + 1, end),
+                )
+        start = end + 1
     return lines
 
 
-def _records(text: str) -> dict:
+def _records(text: bytes) -> dict:
     try:
         found = json.loads(text)
     except ValueError:

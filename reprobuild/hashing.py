@@ -69,6 +69,8 @@ import xxhash
 
 from .fsutil import atomic_write
 
+_json_str = json.encoder.encode_basestring_ascii  # what json.dumps uses for a str
+
 CHUNK = 4 * 1024 * 1024
 RACY_NS = 1_000_000_000
 STATCACHE_SCHEMA = 3
@@ -258,7 +260,7 @@ class StatCache:
             mine.setdefault(p, e)  # what this process recorded is newer
 
     def lookup(self, path: str, st: os.stat_result) -> str | None:
-        if not self._all:
+        if not self._all and len(self._loaded) < SHARDS:
             self._load(shard_of(path))
         e = self._entries.get(path)
         if (
@@ -477,13 +479,7 @@ class Hasher:
                     records[name] = [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, digest]
                 else:
                     d.settled = False  # changed since the walk
-                entry = {
-                    "path": d.rel + name,
-                    "hash": digest,
-                    "size": st.st_size,
-                    "exec": bool(st.st_mode & 0o111),
-                }
-                items.append((name, json.dumps(entry, sort_keys=True, separators=(",", ":"))))
+                items.append((name, _entry_json(d.rel + name, digest, st)))
                 size += st.st_size
             d.set_files(items, records, size)
             learned = learned or d.settled or any(known.get(k) != v for k, v in records.items())
@@ -745,6 +741,12 @@ def _summary_lines(body: bytes) -> dict[str, tuple]:
                 )
         start = end + 1
     return lines
+
+
+def _entry_json(path: str, digest: str, st: os.stat_result) -> str:
+    """A manifest entry as manifest_bytes writes it (keys sorted, no spaces, ASCII)."""
+    exe = "true" if st.st_mode & 0o111 else "false"
+    return f'{{"exec":{exe},"hash":"{digest}","path":{_json_str(path)},"size":{st.st_size}}}'
 
 
 def _records(text: bytes) -> dict:

@@ -129,6 +129,12 @@ def make_tree(tmp_path):
     (tree / "link").symlink_to(outside)
     (outside / "back").symlink_to(tree)  # a loop through the link: walked once
     (tree / "dangling").symlink_to(tmp_path / "nowhere")
+    # names that JSON escapes, one not even UTF-8: the summary's tabs and newlines hold
+    (tree / "zz" / 'qu"ote \\ é\t').write_text("odd name\n")
+    (tree / "tab\tand\nnewline").mkdir()
+    (tree / "tab\tand\nnewline" / "f").write_text("odd folder\n")
+    with open(os.path.join(os.fsencode(tree), b"zz", b"raw\xff"), "wb") as f:
+        f.write(b"a name that is not UTF-8\n")
     settled(tree)
     settled(outside)
     return tree, outside
@@ -139,7 +145,7 @@ def test_folder_summary_matches_the_manifest_and_is_used_when_nothing_changed(
 ):
     tree, _ = make_tree(tmp_path)
     want = truth(tree)
-    assert want.nfiles == 9  # 7 here, "link/in/f" and "link/back/..." once (loop cut there)
+    assert want.nfiles == 12  # 11 here and "link/in/f"; "link/back" leads back in: cut
     h = cached(tmp_path)
     assert h.path(str(tree)) == want  # no summary yet: file by file, then recorded
     h.stats.save()

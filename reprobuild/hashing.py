@@ -221,9 +221,11 @@ class StatCache:
     them uses; `lookup` and `record` touch only the path's shard.
     """
 
-    def __init__(self, path: Path | None):
+    def __init__(self, path: Path | None, make_dirs=None):
         self.path = path  # the former single file; the shards are in `folder`
         self.folder = Path(path).with_suffix("") if path is not None else None
+        # how the cache makes a folder (a group's cache: its group and mode)
+        self.make_dirs = make_dirs or (lambda p: Path(p).mkdir(parents=True, exist_ok=True))
         self._entries: dict[str, list] = {}
         self._loaded: set[int] = set()  # shards read into _entries
         self._changed: set[int] = set()  # shards with entries recorded here
@@ -295,6 +297,7 @@ class StatCache:
             if group is not None:
                 group[p] = e
         try:
+            self.make_dirs(self.folder)
             for n, group in mine.items():
                 if not group:
                     continue
@@ -512,6 +515,7 @@ class Hasher:
             }
             data = json.dumps(head, separators=(",", ":")).encode() + b"\n" + body
             try:
+                self.stats.make_dirs(where.parent)
                 atomic_write(where, data, what="statcache")
             except OSError:
                 pass  # a read-only cache: the next walk looks again

@@ -26,7 +26,8 @@ Folder summaries (`<cache>/statcache/folder-<xxh3_64 of the absolute folder
 path>.txt`), so that a Meta of a large unchanged folder costs one walk with
 one stat per file and nothing per file after it. Text, one line each:
 - a header, JSON: `{"schema": 3, "folder": ABSOLUTE_PATH, "fingerprint":
-  FP or null, "hash", "size", "nfiles"}` (the folder's Meta);
+  FP or null, "hash", "size", "nfiles", "body"}`: the folder's Meta, and
+  BODY the xxh3_64 of the lines after the header (a damaged body is unused);
 - one line per folder the manifest walks (the folder itself is "", others
   "a/b/"; a symlinked folder under the name it is reached by), fields
   separated by tabs: `DIRFP  REL  [SIZE, NFILES]  RECORDS  RUN0  RUN1 ...`.

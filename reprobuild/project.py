@@ -86,7 +86,7 @@ class Project:
         if doc is not None:
             settings = plan_mod.settings(doc)
             cache = Cache(cache_dir(ws, settings[0], cache_opt), link=settings[1])
-            hasher = Hasher(StatCache(cache.stat_cache_path()))
+            hasher = Hasher(StatCache(cache.stat_cache_path(), cache.make_dirs))
             found = plan_mod.check(doc, ws, hasher, check_missing, cache_opt)
             if found is not None:
                 pipe = found.pipeline
@@ -97,7 +97,7 @@ class Project:
         g = graph_mod.build(pipe, str(ws.dir), check_missing)
         if cache is None or (pipe.cache, pipe.link) != plan_mod.settings(doc):
             cache = Cache(cache_dir(ws, pipe.cache, cache_opt), link=pipe.link)
-            hasher = Hasher(StatCache(cache.stat_cache_path()))
+            hasher = Hasher(StatCache(cache.stat_cache_path(), cache.make_dirs))
         plan = plan_mod.Plan(pipe, graph_mod.order(g), graph_mod.edges_of(g))
         plan_mod.save(ws, plan, seen, hasher, started, cache_opt)
         return cls._made(ws, pipe, g, cache, hasher, None, plan.order, False)

@@ -26,8 +26,13 @@ def clean(text) -> str:
     return _UNSAFE.sub(_escape, text) if _UNSAFE.search(text) else text
 
 
-def markup_escape(text) -> str:
-    """clean(), then rich's markup escape: for text put into a rich markup string."""
-    from rich.markup import escape
+_MARKUP_TAG = re.compile(r"(\\*)(\[[a-z#/@][^[]*?])")
 
-    return escape(clean(text))
+
+def markup_escape(text) -> str:
+    """clean(), then rich's markup escape (rich.markup.escape, without importing rich):
+    for text put into a rich markup string."""
+    markup = _MARKUP_TAG.sub(lambda m: f"{m[1]}{m[1]}\\{m[2]}", clean(text))
+    if markup.endswith("\\") and not markup.endswith("\\\\"):
+        return markup + "\\"
+    return markup

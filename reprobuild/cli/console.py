@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import TYPE_CHECKING
 
@@ -24,8 +25,10 @@ def make_console(stderr: bool = False) -> Console:
 
 
 class LazyConsole:
-    """A rich Console made when first used: a build or status that prints nothing
-    through it (a quiet no-op) never imports rich."""
+    """A console made when first used: a build or status that prints nothing through it
+    (a quiet no-op) never imports rich, and one that prints to a pipe or file gets the
+    plain text rich would write there, without importing rich (a fifth of a no-op
+    `status` of a large folder was rich's import)."""
 
     def __init__(self, stderr: bool = False):
         self._stderr = stderr
@@ -33,8 +36,58 @@ class LazyConsole:
 
     def __getattr__(self, name):  # only for what the proxy itself does not have
         if self._console is None:
-            self._console = make_console(self._stderr)
+            stream = sys.stderr if self._stderr else sys.stdout
+            if _plain_stream(stream):
+                self._console = PlainConsole(stream)
+            else:
+                self._console = make_console(self._stderr)
         return getattr(self._console, name)
+
+
+def _plain_stream(stream) -> bool:
+    """Not a terminal, and not told to act as one (the variables rich obeys)."""
+    if os.environ.get("TTY_COMPATIBLE") == "1" or os.environ.get("FORCE_COLOR"):
+        return False
+    try:
+        return not stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class PlainConsole:
+    """What a rich Console (highlight off, soft wrap) prints without a terminal: the
+    markup's text, its tags dropped and its escapes undone, tabs expanded. Unlike rich,
+    `:name:` stays as it is written rather than becoming an emoji."""
+
+    is_terminal = False
+
+    def __init__(self, stream):
+        self.file = stream
+
+    def print(self, *objects, sep: str = " ", end: str = "\n", **_options) -> None:
+        text = sep.join(plain(str(o)) for o in objects)
+        self.file.write(text.expandtabs(8) + end)
+
+    def out(self, *objects, sep: str = " ", end: str = "\n", **_options) -> None:
+        self.file.write(sep.join(str(o) for o in objects).expandtabs(8) + end)
+
+
+_TAGS = re.compile(r"((\\*)\[([a-z#/@][^[]*?)])")  # rich.markup's syntax for a tag
+
+
+def plain(markup: str) -> str:
+    """The text of rich markup: tags dropped; `\\[` is a bracket, `\\\\` a backslash."""
+    out, pos = [], 0
+    for match in _TAGS.finditer(markup):
+        whole, escapes, _ = match.groups()
+        out.append(markup[pos : match.start()])
+        pos = match.end()
+        backslashes, escaped = divmod(len(escapes), 2)
+        out.append("\\" * backslashes)
+        if escaped:  # an escaped bracket: literal text
+            out.append(whole[len(escapes) :])
+    out.append(markup[pos:])
+    return "".join(out)
 
 
 class ConsoleReporter(Reporter):

@@ -9,7 +9,7 @@ Layout (shared with remotes):
       runs/9b/2c...           run records, named by stage key (below)
       tmp/                    every write lands here first, then is renamed into place
       quarantine/             objects found corrupt, kept for inspection, never served
-      statcache.json          see hashing.py
+      statcache/              the stat cache and folder summaries: see hashing.py
 
 Run record (JSON, one per successful run or commit):
 

@@ -501,8 +501,7 @@ class Builder:
             self._fail(name, f"out refused: {result.refused}")
             return False
         for path, *entry in result.stats:
-            self.p.hasher.stats.entries[path] = list(entry)
-            self.p.hasher.stats.dirty = True
+            self.p.hasher.stats.merge(path, entry)
         after = self.p.prober.state(stage)
         if after.key != d.state.key:
             changed = dmod.input_reasons(stage, d.state.lock_entry({}), after, [])

@@ -279,6 +279,12 @@ class StatCache:
             return e[4]
         return None
 
+    def merge(self, path: str, entry: list) -> None:
+        """Take an entry another process (a stage's executor) recorded."""
+        self._entries[path] = list(entry)
+        self._changed.add(shard_of(path))
+        self.dirty = True
+
     def record(self, path: str, st: os.stat_result, digest: str) -> None:
         if time.time_ns() - st.st_mtime_ns < RACY_NS:
             return
@@ -310,7 +316,9 @@ class StatCache:
                 data = json.dumps(
                     {"schema": STATCACHE_SCHEMA, "entries": on_disk}, separators=(",", ":")
                 )
-                atomic_write(self._shard_file(n), data.encode(), what="statcache")
+                # a cache: the rename keeps each shard whole, and a shard a crash loses
+                # costs one rehash, so no fsync (a build may change all 64 of them)
+                atomic_write(self._shard_file(n), data.encode(), what="statcache", sync=False)
             if self.path is not None:
                 Path(self.path).unlink(missing_ok=True)  # the single file of schema 2
         except OSError:
@@ -517,7 +525,7 @@ class Hasher:
             data = json.dumps(head, separators=(",", ":")).encode() + b"\n" + body
             try:
                 self.stats.make_dirs(where.parent)
-                atomic_write(where, data, what="statcache")
+                atomic_write(where, data, what="statcache", sync=False)  # a cache: no fsync
             except OSError:
                 pass  # a read-only cache: the next walk looks again
         return meta

@@ -83,9 +83,8 @@ from .fsutil import unlink_quiet as _unlink_quiet
 from .hashing import Meta
 
 RUN_SCHEMA = 1
-COPY_THREADS = (
-    4  # a many-file folder is stored and restored on this many threads (fsutil.on_threads)
-)
+# a many-file folder is stored and restored on this many threads (fsutil.on_threads)
+COPY_THREADS = 4
 # Files of a folder up to this size are stored and restored in one read and one write
 # of plain fds: a many-file folder's cost is its syscalls, and a buffered file object
 # adds four (fstat, ioctl, lseek) on each side.

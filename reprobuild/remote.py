@@ -370,7 +370,10 @@ class Remote:
                 except FileNotFoundError:
                     return "missing"
                 with src:
-                    got, size = hashing.hash_stream(src, copy_to=dst, on_chunk=progress.advance)
+                    if self._ranged(src):
+                        got, size = self._fetch_ranged(digest, src.size, dst, tmp, progress)
+                    else:
+                        got, size = hashing.hash_stream(src, copy_to=dst, on_chunk=progress.advance)
             if got != digest:
                 return "refused"
             os.chmod(tmp, 0o444)
@@ -381,6 +384,25 @@ class Remote:
             return size
         finally:
             _unlink_quiet(tmp)
+
+    def _ranged(self, src) -> bool:
+        """A big object on an S3 remote: it comes down in ranges, several at once (transfer.py)."""
+        from . import transfer
+
+        return transfer.applies(self.fs) and (getattr(src, "size", 0) or 0) >= transfer.THRESHOLD
+
+    def _fetch_ranged(self, digest: str, size: int, dst, tmp: str, progress: Progress):
+        """(hash, size) of the object written into `dst` by ranged GETs, hashed once whole
+        (from the page cache); (None, size) when the remote object is shorter than its size."""
+        from . import transfer
+
+        try:
+            transfer.download(
+                self.fs, self.object_path(digest), size, dst.fileno(), progress.advance
+            )
+        except transfer.Short:
+            return None, size
+        return hashing.hash_file_raw(tmp)
 
     def _fetch_manifest(self, digest: str, progress: Progress):
         try:
@@ -577,6 +599,8 @@ class Remote:
 
     def _upload_file(self, digest: str, progress: Progress) -> int | None:
         local = self.cache.object_path(digest)
+        if self._multipart(local):
+            return self._upload_multipart(digest, local, progress)
         got, size = hashing.hash_file_raw(local)
         if got != digest:  # bit rot or a hand edit here must not spread to every reader
             self.cache.quarantine(local)
@@ -587,6 +611,24 @@ class Remote:
             lambda dest: self.fs.put_file(str(local), dest, callback=counter),
         )
         progress.advance(max(0, size - counter.value))
+        progress.file_done()
+        return size
+
+    def _multipart(self, local: Path) -> bool:
+        """A big object to an S3 remote: it goes up in parts, several at once (transfer.py)."""
+        from . import transfer
+
+        return transfer.applies(self.fs) and local.stat().st_size >= transfer.THRESHOLD
+
+    def _upload_multipart(self, digest: str, local: Path, progress: Progress) -> int | None:
+        """The size sent, or None when the local object does not hash to its name (then it
+        is quarantined and the upload aborted: nothing appears on the remote)."""
+        from . import transfer
+
+        size = transfer.upload(self.fs, local, self.object_path(digest), digest, progress.advance)
+        if size is None:
+            self.cache.quarantine(local)
+            return None
         progress.file_done()
         return size
 

@@ -26,11 +26,18 @@ are not all there, even after a push was killed at any point, so:
 Each upload is atomic: an object store (s3, gs, azure) publishes a PUT whole
 or not at all; elsewhere (folders, ssh, ...) it goes to `tmp/<random>` and is
 renamed into place. A killed push leaves at most stray files in `tmp/`.
+On S3 an object of transfer.THRESHOLD (64 MiB) or more goes up as a
+multipart upload, several parts at once (transfer.py): S3 publishes it whole,
+on completion, and it is completed only when the bytes sent hash to the
+object's name; a failed or interrupted one is aborted; one whose process was
+killed stays invisible (an incomplete upload, for a bucket lifecycle rule).
 
 Download protocol (pull, build --pull). A remote is shared, so it is not
 trusted: every object lands in the local cache's tmp/, is hashed, and is
 renamed into objects/ only when its hash is its name. A wrong or truncated
-object is a miss (reported, never stored). Downloaded objects are not
+object is a miss (reported, never stored). On S3 an object of 64 MiB or more
+comes down as several ranged GETs at once, written at their offsets into the
+temp file, which is hashed whole before the rename. Downloaded objects are not
 fsynced: a copy lives on the remote, and an object a crash truncated is
 caught by the hash check of every restore (quarantined, the stage runs or
 the object is pulled again), so no byte that exists nowhere else is at

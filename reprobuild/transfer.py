@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 
 MiB = 2**20
 # Only objects this big: below it, one request costs less than the part bookkeeping.
@@ -39,6 +40,10 @@ THRESHOLD = 64 * MiB
 # parts 132-147 MB/s, aws 128 MB/s, medians) with less memory (IN_FLIGHT x PART buffered).
 PART = 8 * MiB
 IN_FLIGHT = 4
+# Downloads take up to IN_FLIGHT equal ranges, not aws's 8 MiB ones: the loopback server
+# (moto) reads the whole object for every ranged GET, so aws s3 cp pulls 1 GiB from it at
+# 14 MB/s; 4 ranges pull ~300 MB/s (one GET ~650), and on S3 itself several streams at
+# once are what beats one.
 MAX_PARTS = 10_000  # S3's limit: bigger objects get bigger parts
 CHUNK = 1 * MiB  # what a ranged download reads from the socket at a time
 RETRIES = 3  # a range whose body breaks off is asked again from where it stopped
@@ -109,7 +114,7 @@ async def _upload(fs, local, path: str, digest: str, on_bytes) -> int | None:
     created = await fs._call_s3("create_multipart_upload", Bucket=bucket, Key=key, **checksum)
     upload_id = created["UploadId"]
     ids = {"Bucket": bucket, "Key": key, "UploadId": upload_id}
-    window = asyncio.Semaphore(IN_FLIGHT)
+    window = _window()
     failed: list[BaseException] = []
     sending: list[asyncio.Future] = []
 
@@ -156,6 +161,20 @@ async def _upload(fs, local, path: str, digest: str, on_bytes) -> int | None:
         parent = fs._parent(path)
         path = "" if parent == path else parent
     return size
+
+
+def _window():
+    """The parts in flight, shared by every upload on this event loop: several big objects
+    pushed at once (remote.JOBS) still hold at most IN_FLIGHT parts in memory."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    if loop not in _windows:
+        _windows[loop] = asyncio.Semaphore(IN_FLIGHT)
+    return _windows[loop]
+
+
+_windows: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 async def _checksum(fs) -> dict:

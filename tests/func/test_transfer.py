@@ -162,7 +162,9 @@ def test_object_shorter_than_its_size_raises_short(tmp_path, big, s3_bucket, sma
     remote = s3_remote(s3_bucket, cache)
     remote.push([meta], [])
     with open(tmp_path / "out", "wb") as f, pytest.raises(transfer.Short):
-        transfer.download(remote.fs, remote.object_path(meta.hash), SIZE + 1, f.fileno(), lambda n: None)
+        transfer.download(
+            remote.fs, remote.object_path(meta.hash), SIZE + 1, f.fileno(), lambda n: None
+        )
 
 
 def test_failed_part_aborts_the_upload_and_publishes_nothing(

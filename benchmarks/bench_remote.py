@@ -1,6 +1,12 @@
 """Remote speed benchmark (issue: a shared remote cache). Prints a table; asserts nothing.
 
-    python benchmarks/bench_remote.py [--small 1000] [--small-kib 4] [--big-gib 1] [--jobs 16] [--no-aws]
+    python benchmarks/bench_remote.py [--small 1000] [--small-kib 4] [--big-gib 1] [--jobs 16]
+                                      [--no-aws] [--aws PATH]
+    python benchmarks/bench_remote.py --small 10000 --small-kib 1 --big-gib 1  # issue 15's rows
+
+The aws CLI is not a dependency: install it aside (`python3 -m venv /tmp/aws &&
+/tmp/aws/bin/pip install awscli`) and give `--aws /tmp/aws/bin/aws`, or have
+`aws` on PATH.
 
 Against an S3 server on loopback (moto's server mode, in a process of its own
 so that it does not share the GIL of the client being measured), in one run:
@@ -104,11 +110,11 @@ def timed(cmd, cwd, env) -> float:
     return dt
 
 
-def aws_works(env) -> bool:
-    if shutil.which("aws") is None:
+def aws_works(env, aws: str) -> bool:
+    if shutil.which(aws) is None:
         return False
     proc = subprocess.run(
-        ["aws", "s3", "ls", "--endpoint-url", env["AWS_ENDPOINT_URL"]], env=env, capture_output=True
+        [aws, "s3", "ls", "--endpoint-url", env["AWS_ENDPOINT_URL"]], env=env, capture_output=True
     )
     return proc.returncode == 0
 
@@ -139,7 +145,8 @@ def bench(root: Path, env: dict, args) -> list[tuple[str, str]]:
     n_small, b_small = size_of(ws / "small")
     b_big = (ws / "big.bin").stat().st_size
     jobs = ["-j", str(args.jobs)]
-    use_aws = not args.no_aws and aws_works(env)
+    use_aws = not args.no_aws and aws_works(env, args.aws)
+    aws = args.aws
     rows = []
 
     # -- small objects
@@ -174,7 +181,7 @@ def bench(root: Path, env: dict, args) -> list[tuple[str, str]]:
                     n_small,
                     b_small,
                     timed(
-                        ["aws", "s3", "sync", "--quiet", str(ws / "small"), "s3://bench/aws-small"]
+                        [aws, "s3", "sync", "--quiet", str(ws / "small"), "s3://bench/aws-small"]
                         + ep,
                         ws,
                         env,
@@ -225,7 +232,7 @@ def bench(root: Path, env: dict, args) -> list[tuple[str, str]]:
                     b_small,
                     timed(
                         [
-                            "aws",
+                            aws,
                             "s3",
                             "sync",
                             "--quiet",
@@ -266,7 +273,7 @@ def bench(root: Path, env: dict, args) -> list[tuple[str, str]]:
                     1,
                     b_big,
                     timed(
-                        ["aws", "s3", "cp", "--quiet", str(ws / "big.bin"), "s3://bench/aws-big"]
+                        [aws, "s3", "cp", "--quiet", str(ws / "big.bin"), "s3://bench/aws-big"]
                         + ep,
                         ws,
                         env,
@@ -314,7 +321,7 @@ def bench(root: Path, env: dict, args) -> list[tuple[str, str]]:
                     1,
                     b_big,
                     timed(
-                        ["aws", "s3", "cp", "--quiet", "s3://bench/aws-big", str(root / "aws-big")]
+                        [aws, "s3", "cp", "--quiet", "s3://bench/aws-big", str(root / "aws-big")]
                         + ep,
                         ws,
                         env,
@@ -334,6 +341,7 @@ def main() -> None:
     ap.add_argument("--big-gib", type=float, default=1.0, help="size of the large object in GiB")
     ap.add_argument("--jobs", type=int, default=16, help="reprobuild push/pull -j")
     ap.add_argument("--no-aws", action="store_true", help="skip the aws CLI rows")
+    ap.add_argument("--aws", default="aws", help="the aws CLI to compare with (default: on PATH)")
     args = ap.parse_args()
     port = free_port()
     server = start_server(port)
@@ -364,6 +372,9 @@ def main() -> None:
     print(
         f"remote benchmark: moto S3 server on 127.0.0.1, {os.cpu_count()} CPUs, reprobuild -j {args.jobs}"
     )
+    if not args.no_aws and shutil.which(args.aws):
+        version = subprocess.run([args.aws, "--version"], capture_output=True, text=True)
+        print(f"compared with {(version.stdout or version.stderr).strip()}")
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
 

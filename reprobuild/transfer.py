@@ -124,8 +124,6 @@ async def _upload(fs, local, path: str, digest: str, on_bytes) -> int | None:
         except BaseException as exc:
             failed.append(exc)
             raise
-        finally:
-            window.release()
         on_bytes(len(data))
         part = {"PartNumber": number, "ETag": sent["ETag"]}
         if "ChecksumCRC32" in sent:  # S3 wants each part's checksum back when it was declared
@@ -139,12 +137,18 @@ async def _upload(fs, local, path: str, digest: str, on_bytes) -> int | None:
             step = part_size(size)
             for number, offset in enumerate(range(0, size, step), 1):
                 await window.acquire()
-                if failed:
+                try:
+                    if failed:
+                        raise failed[0]
+                    data = os.pread(f.fileno(), step, offset)
+                except BaseException:
                     window.release()
-                    raise failed[0]
-                data = os.pread(f.fileno(), step, offset)
+                    raise
                 hasher.update(data)
-                sending.append(asyncio.ensure_future(send(number, data)))
+                task = asyncio.ensure_future(send(number, data))
+                # released when the part is done, failed or cancelled, even before it ran
+                task.add_done_callback(lambda _: window.release())
+                sending.append(task)
         parts = await asyncio.gather(*sending)
         if hasher.hexdigest() != digest:
             await _abort(fs, ids)

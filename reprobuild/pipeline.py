@@ -189,6 +189,7 @@ class Loader:
         self.base = str(ws.dir)
         self.base_from_root = os.path.relpath(self.base, self.root)
         self._folder_ok: dict[str, bool] = {}
+        self._real_folders: dict[str, str] = {}  # folder -> its realpath (cache_clash)
 
     # -- errors -------------------------------------------------------------
 
@@ -650,9 +651,15 @@ class Loader:
 
     def cache_clash(self, full: str) -> str | None:
         """The cache folder an out at `full` would delete or overwrite, if any."""
-        real = os.path.realpath(full)
-        if os.path.islink(full) and _within(real, self.real_objects):
-            real = full  # a `link: symlink` out: removing it removes the link, not the object
+        if os.path.islink(full):
+            real = os.path.realpath(full)
+            if _within(real, self.real_objects):
+                real = full  # a `link: symlink` out: removing it removes the link, not the object
+        else:  # its folder resolved once: a no-op of 1,000 outs spent 8,000 lstats here
+            folder, name = os.path.split(full)
+            if folder not in self._real_folders:
+                self._real_folders[folder] = os.path.realpath(folder)
+            real = os.path.join(self._real_folders[folder], name)
         for mine, cache in ((full, self.cache_root), (real, self.real_cache)):
             if _within(mine, cache) or _within(cache, mine):
                 return cache

@@ -118,7 +118,9 @@ def test_folder_of_small_files_round_trips_with_modes(tmp_path, cache):
 def test_folder_restore_refuses_a_corrupt_small_object_and_keeps_the_old_folder(tmp_path, cache):
     src = _folder(tmp_path)
     meta = cache.insert(str(src), Hasher(StatCache(None)))
-    victim = cache.object_path(Hasher(StatCache(None)).file(str(src / "d3/f10.txt")).hash)
+    victim = cache.object_path(
+        Hasher(StatCache(None)).file(str(src / "d4/f11.txt")).hash
+    )  # unique bytes
     os.chmod(victim, 0o644)
     victim.write_bytes(victim.read_bytes()[:-1] + b"X")  # same size, other bytes
     dest = tmp_path / "dest"

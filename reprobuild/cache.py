@@ -241,8 +241,8 @@ class Cache:
         if stat_mod.S_ISDIR(st.st_mode):
             present, wrote = self._store_unknown(path, hasher)
             entries = hasher.manifest(path)  # also fills the stat cache
-            # Group commit: the files' objects go without an fsync each, then one
-            # filesystem sync, then the manifest that names them (fsynced).
+            # Group commit: the files' objects go without an fsync each, then (with
+            # `sync`) one filesystem sync, then the manifest that names them.
             isfile = os.path.isfile
             missing = [
                 e
@@ -316,14 +316,7 @@ class Cache:
         the caller's group commit (sync_filesystem)."""
         if known and self.object_path(known).is_file():
             return known, False
-        src = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
-        try:
-            st = os.fstat(src)
-            if not stat_mod.S_ISREG(st.st_mode):
-                raise hashing.NotRegularFile(path, st.st_mode)
-            data = read_all(src, st.st_size) if st.st_size <= SMALL else None
-        finally:
-            os.close(src)
+        st, data = _read_small(path)
         if data is not None:  # a small file: one read, hashed in memory, one write
             digest = hashing.hash_bytes(data)
             hasher.stats.record(path, st, digest)
@@ -363,12 +356,11 @@ class Cache:
     def _store_unknown(self, folder: str, hasher: hashing.Hasher) -> tuple[set[str], bool]:
         """Before a folder's manifest: store each small file the stat cache does not know,
         hashed as it is read and recorded in the stat cache, so that the manifest reads
-        none of them again (a folder being added would otherwise be read twice). The
-        digests now in the cache. Whatever it skips (large files, symlinks, files
-        written within the racy window) the manifest and the general path take.
-        (digests now in the cache, whether any object was written)."""
+        none of them again (a folder being added would otherwise be read twice).
+        Whatever it skips (large files, symlinks, files written within the racy window)
+        the manifest and the general path take. Returns (the digests now in the cache,
+        whether any object was written)."""
         stats, present, isfile, wrote = hasher.stats, set(), os.path.isfile, False
-        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_NOCTTY", 0)
         for dirpath, dirnames, filenames in os.walk(folder):
             dirnames[:] = [d for d in dirnames if d != "__pycache__"]
             for name in filenames:
@@ -376,20 +368,11 @@ class Cache:
                     continue
                 full = dirpath + os.sep + name
                 try:
-                    fd = os.open(full, flags)
-                except OSError:  # a symlink (ELOOP) or gone: the manifest decides
+                    st, data = _read_small(full, follow=False, skip=stats.lookup)
+                except OSError:  # a symlink (ELOOP), not a file, or gone: the manifest decides
                     continue
-                try:
-                    st = os.fstat(fd)
-                    if (
-                        not stat_mod.S_ISREG(st.st_mode)
-                        or st.st_size > SMALL
-                        or stats.lookup(full, st) is not None
-                    ):
-                        continue
-                    data = read_all(fd, st.st_size)
-                finally:
-                    os.close(fd)
+                if data is None:  # large, or known to the stat cache
+                    continue
                 digest = hashing.hash_bytes(data)
                 if digest not in present and not isfile(self.object_str(digest)):
                     if not wrote:
@@ -427,14 +410,7 @@ class Cache:
         caller's group commit syncs); whether a new object was written. A file that no
         longer hashes to `digest` changed while it was stored: CacheError, since the
         manifest would name an object that is not there."""
-        src = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
-        try:
-            st = os.fstat(src)
-            if not stat_mod.S_ISREG(st.st_mode):
-                raise hashing.NotRegularFile(path, st.st_mode)
-            data = read_all(src, st.st_size)
-        finally:
-            os.close(src)
+        st, data = _read_small(path, limit=None)
         if hashing.hash_bytes(data) != digest:
             raise CacheError(f"{path} changed while it was being stored; run the command again")
         # (the caller made tmp/ and found no object: one written since is replaced by the same bytes)
@@ -832,6 +808,25 @@ def _read_umask() -> int:
 
 
 UMASK = _read_umask()  # read once, at import: os.umask is process-wide, not thread-safe
+
+
+def _read_small(
+    path: str, follow: bool = True, limit: int | None = SMALL, skip=None
+) -> tuple[os.stat_result, bytes | None]:
+    """(stat, bytes) of a regular file, opened without blocking (a FIFO swapped in cannot
+    hang us: NotRegularFile); bytes None when it is larger than `limit` or `skip(path,
+    stat)` says it need not be read. `follow=False`: a symlink is an OSError (ELOOP)."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0)
+    fd = os.open(path, flags if follow else flags | os.O_NOFOLLOW)
+    try:
+        st = os.fstat(fd)
+        if not stat_mod.S_ISREG(st.st_mode):
+            raise hashing.NotRegularFile(path, st.st_mode)
+        if (limit is not None and st.st_size > limit) or (skip and skip(path, st)):
+            return st, None
+        return st, read_all(fd, st.st_size)
+    finally:
+        os.close(fd)
 
 
 def _check_relative(path: str) -> None:

@@ -133,15 +133,20 @@ def test_pull_never_stores_an_untrusted_record(ci):
     assert other.read("model.txt") == "HELLO\n"
 
 
-def test_without_trusted_keys_a_poisoned_record_is_used(ws, remote_url):
-    """What the signatures prevent: the remote's word is taken without them."""
+def unsigned_then_poisoned(ws, remote_url):
+    """An unsigned build pushed, its remote record then poisoned; a fresh clone."""
     ws.write(pipeline(None))
     ws.run("build")
     ws.commit_all("built")
     ws.run("push", "--remote", remote_url)
     key = list(remote_files(remote_url, "runs"))[0].replace("/", "")
     poison(remote_url, key, None)
-    other = clone(ws, "dev")
+    return clone(ws, "dev")
+
+
+def test_without_trusted_keys_a_poisoned_record_is_used(ws, remote_url):
+    """What the signatures prevent: the remote's word is taken without them."""
+    other = unsigned_then_poisoned(ws, remote_url)
     r = other.run("build", "--pull", "--remote", remote_url)
     assert stages_restored(r) == ["train"] and other.read("model.txt") == EVIL.decode()
 
@@ -149,13 +154,7 @@ def test_without_trusted_keys_a_poisoned_record_is_used(ws, remote_url):
 def test_a_record_pulled_before_keys_were_trusted_is_not_used_after(ws, remote_url):
     """Records this machine made stay trusted; a pulled one only while it is signed."""
     secret, public = make_key(ws, "ci")
-    ws.write(pipeline(None))
-    ws.run("build")
-    ws.commit_all("built")
-    ws.run("push", "--remote", remote_url)
-    key = list(remote_files(remote_url, "runs"))[0].replace("/", "")
-    poison(remote_url, key, None)
-    other = clone(ws, "dev")
+    other = unsigned_then_poisoned(ws, remote_url)
     assert stages_restored(other.run("build", "--pull", "--remote", remote_url)) == ["train"]
     assert other.read("model.txt") == EVIL.decode()  # no keys yet: the poison got in
     other.write(pipeline(public))  # the team adopts signing

@@ -34,6 +34,7 @@ import re
 import sys
 from pathlib import Path
 
+from .errors import UsageError
 from .fsutil import atomic_write
 
 SCHEMA = 1
@@ -150,8 +151,13 @@ class Installed:
 
     def _requirement(self, text: str, extras: frozenset) -> tuple[str, frozenset] | None:
         """(name, its extras) when the requirement applies with these extras active, else None."""
-        from packaging.requirements import InvalidRequirement, Requirement
-
+        try:
+            from packaging.requirements import InvalidRequirement, Requirement
+        except ImportError:
+            raise UsageError(
+                "env.packages needs packaging to read requirement markers: "
+                "pip install 'reprobuild[envs]'"
+            ) from None
         try:
             req = self._requirements.get(text) or Requirement(text)
         except InvalidRequirement:

@@ -444,3 +444,21 @@ def test_always_run_stages_raise_no_alarm(ws):
     assert ws.run("build").code == 0
     r = ws.run("build", "--strict")
     assert r.code == 0 and "different bytes" not in r.err
+
+
+def test_missing_packaging_names_the_extra(tmp_path):
+    # packaging reads requirement markers; it is in [envs] and [fraud], not the core
+    root = closure_workspace(tmp_path, "[rich]")  # rich has requirements to read
+    code = (
+        "import sys; sys.modules['packaging'] = None\n"
+        "sys.modules['packaging.requirements'] = None\n"
+        "from reprobuild.cli.main import main\n"
+        "sys.exit(main(['build']))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "error: env.packages needs packaging to read requirement markers: "
+        "pip install 'reprobuild[envs]'"
+    ]
+    assert not (root / "reprobuild.lock").exists()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -173,6 +172,8 @@ class Builder:
         self.missing_sources: dict[str, str] = {}  # path -> reason, sources not to be had
         self.source_metas: dict = {}  # path -> content of each source, hashed once
         self.claims: dict = {}  # stage -> release() of its key claim, held until recorded
+        self.executor = None  # made when a stage first runs: a no-op build needs none
+        self.jobs = 1
         self.remote = None
         if opts.pull:
             from .remote import open_remote  # fsspec only when a remote is used
@@ -223,11 +224,11 @@ class Builder:
         bad: dict[str, str] = {}  # stage -> the failed stage it stands behind
         running: dict = {}  # future -> (decision, job)
         jobs = self.opts.jobs if self.opts.jobs > 0 else (os.cpu_count() or 1)
-        if executor is None:
-            executor = self._make_executor(jobs)
+        self.jobs = jobs
+        self.executor = executor
         self.reporter.build_started(names)
         stop = False
-        restore_signals = _install_interrupt(executor, self)
+        restore_signals = _install_interrupt(self)
         try:
             while ready or running:
                 while ready and not stop:
@@ -240,7 +241,7 @@ class Builder:
                         self.reporter.stage_blocked(name, bad[name])
                         ok = False
                     else:
-                        ok = self._start(name, executor, running)
+                        ok = self._start(name, running)
                         if ok is None:
                             continue  # submitted: _finish releases it
                     failed = not ok
@@ -251,6 +252,8 @@ class Builder:
                     if stop:
                         break
                     continue
+                from concurrent.futures import FIRST_COMPLETED, wait  # (loaded by the executor)
+
                 done, _ = wait(list(running), return_when=FIRST_COMPLETED)
                 for fut in sorted(done, key=lambda f: order[running[f][0].stage]):
                     d, job = running.pop(fut)
@@ -266,7 +269,8 @@ class Builder:
                         self.summary.blocked.append(name)
         finally:
             restore_signals()
-            executor.shutdown()
+            if self.executor is not None:
+                self.executor.shutdown()
             for release in self.claims.values():
                 release()
         if self.remote is not None:
@@ -276,6 +280,11 @@ class Builder:
         alarm_mod.prune(self.p.ws.state_dir, self.entries)
         self.reporter.build_finished(self.summary)
         return self.summary
+
+    def _submit(self, job: Job):
+        if self.executor is None:
+            self.executor = self._make_executor(self.jobs)
+        return self.executor.submit(job)
 
     def _make_executor(self, jobs: int):
         if self.opts.executor == "dask":
@@ -317,7 +326,7 @@ class Builder:
         ready.sort(key=order.__getitem__)
         return ready
 
-    def _start(self, name, executor, running):
+    def _start(self, name, running):
         """Skip, restore or submit one stage: True done, False failed, None submitted."""
         stage = self.p.pipeline.stages[name]
         force = name in self.forced
@@ -389,7 +398,7 @@ class Builder:
             state_dir=str(self.p.ws.state_dir),
         )
         self.reporter.stage_started(d)
-        running[executor.submit(job)] = (d, job)
+        running[self._submit(job)] = (d, job)
         return None
 
     def _env_request(self, stage):
@@ -561,7 +570,7 @@ def _tail(log_path: str, lines: int = 20) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _install_interrupt(executor, builder):
+def _install_interrupt(builder):
     """First Ctrl-C/SIGTERM: start nothing new, terminate running stages. Second: kill them."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
@@ -570,7 +579,8 @@ def _install_interrupt(executor, builder):
     def handler(signum, frame):
         kill = builder.summary.interrupted
         builder.summary.interrupted = True
-        executor.terminate(kill=kill)
+        if builder.executor is not None:
+            builder.executor.terminate(kill=kill)
 
     for s in previous:
         signal.signal(s, handler)

@@ -23,6 +23,21 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
+# Where warn() sends its lines. The CLI prints them on stderr; a program that uses
+# reprobuild as a library gets them from logging's `reprobuild` logger.
+warning_sink = None
+
+
+def warn(message: str) -> None:
+    """A warning from below the CLI (a lockfile entry ignored, ...): one `warning: ...` line.
+    logging is imported only when there is one: a no-op build does not pay for it."""
+    if warning_sink is not None:
+        warning_sink(message)
+        return
+    import logging
+
+    logging.getLogger("reprobuild").warning(message)
+
 
 class ReprobuildError(Exception):
     """An error shown to the user as one line: `error: <message>`."""

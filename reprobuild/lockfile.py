@@ -44,16 +44,15 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import time
 from pathlib import Path
 
+from .errors import warn
 from .fsutil import atomic_write
 from .hashing import HEX32, Meta, hash_bytes
 
 SCHEMA = 1
 MAX_NODES = 1_000_000  # as yamlio's budget for pipeline files, plus the text's length
-log = logging.getLogger(__name__)
 ENTRY_ORDER = ("key", "cmd", "wdir", "code", "deps", "params", "env", "outs")
 
 
@@ -176,7 +175,7 @@ def parse_all(
         stages[stage] = _safe_entry(stage, entry, dropped)
     sources = _safe_entry("sources", {"outs": data.get("sources") or {}}, dropped)["outs"]
     for item in dropped:
-        log.warning("warning: %s: %s", name, item)
+        warn(f"warning: {name}: {item}")
     return stages, sources, None
 
 

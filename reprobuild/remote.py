@@ -61,7 +61,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import os
 import re
 import stat
@@ -82,7 +81,7 @@ from .cache import (
     check_manifest,
     parse_run_doc,
 )
-from .errors import CacheError, ReprobuildError, UsageError
+from .errors import CacheError, ReprobuildError, UsageError, warn
 from .fsutil import atomic_write, on_threads, read_all, write_all
 from .fsutil import unlink_quiet as _unlink_quiet
 from .hashing import Meta
@@ -99,8 +98,6 @@ HEX = re.compile(r"[0-9a-f]{32}\Z")
 ATOMIC_PUT = {"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az", "adl", "oss"}
 EXTRAS = {"s3": "reprobuild[s3]", "s3a": "reprobuild[s3]"}
 _USERINFO = re.compile(r"(?<=://)[^/@\s]*@")
-
-log = logging.getLogger(__name__)
 
 
 # -- where the remote is ------------------------------------------------------
@@ -251,7 +248,7 @@ class Remote:
         protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
         self.atomic_put = bool(ATOMIC_PUT & set(protocols))
         self.is_local = bool({"file", "local"} & set(protocols))
-        self.on_warning = lambda message: log.warning("warning: %s", message)
+        self.on_warning = lambda message: warn(f"warning: {message}")
         self.trust = None  # signature.Trust: when set, only records its keys signed are used
         self.signer = None  # signature.SigningKey: a push signs the records it uploads
         self.untrusted: dict[str, str] = {}  # key -> "stage (why)": remote records not used

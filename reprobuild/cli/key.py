@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import sys
 from pathlib import Path
 
@@ -41,6 +40,8 @@ def cmd_key(args) -> int:
 
     if getattr(args, "key_command", None) != "generate":
         raise UsageError("usage: reprobuild key generate [--name NAME] [--out DIR]")
+    import socket
+
     name = args.name or socket.gethostname().split(".")[0] or "reprobuild"
     if not _NAME.match(name):
         raise UsageError(f"key name '{name[:60]}': letters, digits and _ . @ - only")

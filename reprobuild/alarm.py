@@ -29,7 +29,6 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import machine
 from .fsutil import atomic_write
 
 SCHEMA = 1
@@ -76,6 +75,8 @@ def check(stage, key: str, outs: dict, entry: dict | None, cache, remote, profil
     for source, earlier, old_profile in _earlier(key, entry, cache, remote):
         differ = {p: (earlier[p], h) for p, h in new.items() if p in earlier and earlier[p] != h}
         if differ:
+            from . import machine  # (only when bytes differ: a build needs it no other time)
+
             return Alarm(stage.name, key, source, differ, machine.differences(old_profile, profile))
     return None
 

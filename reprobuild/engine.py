@@ -19,12 +19,15 @@ from . import gitignore, sources
 from .cache import CorruptObject, MissingObject, UnsafeOut
 from .decision import RESTORE, RUN, SKIP, Decision
 from .errors import UsageError
-from .executors import Job, OutSpec
 from .fsutil import remove_path
 from .hashing import HEX32, Meta, NotRegularFile
 from .project import Project
 from .reporter import Reporter
 from .wslock import workspace_lock
+
+TYPE_CHECKING = False  # typing's, which type checkers honour, without importing typing (2 ms)
+if TYPE_CHECKING:
+    from .executors import Job
 
 
 @dataclass(frozen=True)
@@ -382,6 +385,8 @@ class Builder:
                 d = Decision(d.stage, RUN, d.reasons, d.state)
         self._save_unknown_outs(stage, d)
         self._prepare_outs(stage)
+        from .executors import Job, OutSpec  # (a no-op build runs nothing: it needs neither)
+
         job = Job(
             stage=name,
             cmds=stage.cmd,

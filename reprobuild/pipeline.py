@@ -635,9 +635,10 @@ class Loader:
             )
         return rel.replace(os.sep, "/")
 
-    def inside_real_root(self, folder: str, full: str) -> bool:
-        """Does the deepest existing part of `full` resolve inside the root? (memoised per folder)"""
-        if os.path.islink(full):
+    def inside_real_root(self, folder: str, full: str, is_link: bool | None = None) -> bool:
+        """Does the deepest existing part of `full` resolve inside the root? (memoised per
+        folder; `is_link`: whether `full` is a symlink, when the caller knows)"""
+        if os.path.islink(full) if is_link is None else is_link:
             return self._real_inside(os.path.realpath(full))
         if folder not in self._folder_ok:
             probe = folder
@@ -649,9 +650,9 @@ class Loader:
     def _real_inside(self, real: str) -> bool:
         return _within(real, self.real_root) or _within(real, self.real_objects)
 
-    def cache_clash(self, full: str) -> str | None:
+    def cache_clash(self, full: str, is_link: bool | None = None) -> str | None:
         """The cache folder an out at `full` would delete or overwrite, if any."""
-        if os.path.islink(full):
+        if os.path.islink(full) if is_link is None else is_link:
             real = os.path.realpath(full)
             if _within(real, self.real_objects):
                 real = full  # a `link: symlink` out: removing it removes the link, not the object

@@ -134,11 +134,12 @@ def check(
         loader.use_cache(doc["pipeline"]["cache"])
         if [loader.cache_root, loader.real_cache] != doc["cache_at"]:
             return None
+        links = _symlinks([*doc["checked"], *doc["outs"]])
         for full in doc["checked"]:
-            if not loader.inside_real_root(os.path.dirname(full), full):
+            if not loader.inside_real_root(os.path.dirname(full), full, full in links):
                 return None
         for full in doc["outs"]:
-            if loader.cache_clash(full) is not None:
+            if loader.cache_clash(full, full in links) is not None:
                 return None
         if check_missing:
             base = str(ws.dir)
@@ -149,6 +150,29 @@ def check(
         return Plan(pipe, list(doc["order"]), [tuple(e) for e in doc["edges"]])
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+LIST_AT = 32  # paths in one folder from which listing it beats an lstat each
+
+
+def _symlinks(paths: list[str]) -> set[str]:
+    """Which of `paths` are symlinks. A folder holding many of them is listed once (each
+    entry's type comes with the listing); the others are lstat-ed (a no-op of 1,000 stages
+    spent a twentieth of its time on 3,000 lstats)."""
+    by_folder: dict[str, list[str]] = {}
+    for path in paths:
+        by_folder.setdefault(os.path.dirname(path), []).append(path)
+    links = set()
+    for folder, inside in by_folder.items():
+        if len(inside) >= LIST_AT:
+            try:
+                with os.scandir(folder) as entries:
+                    links.update(e.path for e in entries if e.is_symlink())
+                continue
+            except OSError:
+                pass  # gone or unreadable: each path answers for itself
+        links.update(p for p in inside if os.path.islink(p))
+    return links
 
 
 def save(

@@ -175,3 +175,33 @@ def test_no_state_folder_is_made_and_a_symlinked_one_is_not_used(root, tmp_path_
     (root / ".reprobuild").symlink_to(elsewhere)
     opened(root)
     assert list(elsewhere.iterdir()) == [] and not opened(root).plan_used
+
+
+@pytest.mark.parametrize("many", [2, plancache.LIST_AT + 8])  # lstat-ed, then listed
+def test_a_dep_or_out_turned_into_a_symlink_out_of_the_workspace_is_a_miss(tmp_path, many):
+    stages = "".join(
+        f"  s{i}:\n    cmd: cat in/{i}.txt > out/{i}.txt\n    deps: [in/{i}.txt]\n"
+        f"    outs: [out/{i}.txt]\n"
+        for i in range(many)
+    )
+    root = tmp_path / "ws"
+    write(root, {"reprobuild.yaml": "stages:\n" + stages})
+    write(root, {f"in/{i}.txt": f"{i}\n" for i in range(many)})
+    (root / "out").mkdir()
+    (root / ".reprobuild").mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("secret\n")
+    opened(root)
+    assert opened(root).plan_used
+    last = many - 1
+    (root / "in" / f"{last}.txt").unlink()
+    (root / "in" / f"{last}.txt").symlink_to(outside / "secret.txt")
+    with pytest.raises(PipelineError, match="leads out of the workspace through a symlink"):
+        opened(root)
+    (root / "in" / f"{last}.txt").unlink()
+    (root / "in" / f"{last}.txt").write_text("back\n")
+    assert opened(root).plan_used  # the plan holds again
+    (root / "out" / "0.txt").symlink_to(outside / "secret.txt")  # an out leading out
+    with pytest.raises(PipelineError, match="'out/0.txt' leads out of the workspace"):
+        opened(root)

@@ -62,7 +62,6 @@ import json
 import os
 import re
 import stat as stat_mod
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -327,6 +326,8 @@ class Cache:
             self._write_object(digest, data, (st.st_mode & 0o444) | 0o400, sync)
             return digest, True
         self.make_dirs(self.tmp)
+        import tempfile  # (as in fsutil.atomic_write: not at start-up)
+
         fd, tmp = tempfile.mkstemp(dir=self.tmp, prefix=TMP_PREFIX)
         try:
             with os.fdopen(fd, "wb") as dst, hashing.open_regular(path) as src:
@@ -491,6 +492,8 @@ class Cache:
             self._remember(hasher, dest, meta.hash)
             return
         entries = self.read_manifest(meta.hash)
+        import tempfile  # (as in fsutil.atomic_write: not at start-up)
+
         tmpdir = tempfile.mkdtemp(dir=parent, prefix=".tmp-restore-")
 
         made = {tmpdir}
@@ -577,6 +580,8 @@ class Cache:
         if not obj.is_file():
             raise MissingObject(digest)
         if name is None:
+            import tempfile  # (as in fsutil.atomic_write: not at start-up)
+
             fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
         else:
             fd, tmp = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), name

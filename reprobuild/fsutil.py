@@ -7,7 +7,6 @@ one, never half of one.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from . import faults
@@ -30,6 +29,8 @@ def atomic_write(
     path = Path(path)
     folder = tmp_dir or path.parent
     folder.mkdir(parents=True, exist_ok=True)
+    import tempfile  # here: it imports shutil and random, 4 ms that a no-op build never needs
+
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix="-" + path.name[:40])
     try:
         with os.fdopen(fd, "wb") as f:

@@ -300,7 +300,7 @@ def _decode(d: dict, file: str) -> Pipeline:
         name, cmd, wdir, code, deps, outs, params, env, always, frozen, desc, cpus, line, plots = (
             row
         )
-        key = json.dumps(env)
+        key = repr(env)  # (JSON values: their repr is as unique as their JSON, and 4x faster)
         if key not in envs:
             python, platform, packages, vars_, files, requirements = env
             envs[key] = EnvSpec(

@@ -15,7 +15,7 @@ HEAVY = re.compile(
 )
 
 NOOP_NEEDS_NONE = re.compile(
-    r"\| +(concurrent\.futures|logging|typing|socket|yaml|networkx|rich)$", re.M
+    r"\| +(concurrent\.futures|logging|typing|socket|shutil|tempfile|yaml|networkx|rich)$", re.M
 )
 
 

@@ -424,19 +424,7 @@ class Remote:
             os.close(fd)
         if hashing.hash_bytes(data) != digest:
             return "refused"
-        cache = self.cache
-        tmp, out = cache.new_tmp(0o444)
-        try:
-            try:
-                write_all(out, data)
-            finally:
-                os.close(out)
-            target = cache.object_str(digest)
-            cache.object_dir(os.path.dirname(target))
-            os.replace(tmp, target)  # not synced: see the module docstring
-        except BaseException:
-            _unlink_quiet(tmp)
-            raise
+        self.cache.write_object(digest, data, 0o444)  # not synced: see the module docstring
         progress.advance(len(data))
         progress.file_done()
         return len(data)

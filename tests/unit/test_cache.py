@@ -170,3 +170,80 @@ def test_a_folder_being_added_is_read_once(tmp_path, cache, monkeypatch):
     meta = cache.insert(str(src), Hasher(StatCache(None)))
     assert reads == [] and cache.has(meta)
     assert meta == Hasher(StatCache(None)).path(str(src))
+
+
+def small_folder(tmp_path, n: int = 20):
+    src = tmp_path / "data"
+    src.mkdir()
+    for i in range(n):
+        (src / f"{i}.txt").write_text(f"file {i}\n")
+    return src
+
+
+def stored_whole(cache, src) -> None:
+    meta = cache.insert(str(src), Hasher(StatCache(None)))
+    for entry in cache.read_manifest(meta.hash):
+        obj = cache.object_path(entry["hash"])
+        assert obj.read_bytes() == (src / entry["path"]).read_bytes()
+        assert not os.stat(obj).st_mode & 0o222
+    assert list(cache.tmp.iterdir()) == []
+
+
+def test_small_objects_are_linked_in_whole_with_no_temp_name(tmp_path, cache, monkeypatch):
+    """O_TMPFILE: written unnamed in the object's folder, then named; nothing in tmp/."""
+
+    def no_temp_names(mode):
+        raise AssertionError("a temp name was made for a small object")
+
+    monkeypatch.setattr(cache, "new_tmp", no_temp_names)
+    stored_whole(cache, small_folder(tmp_path))
+
+
+@pytest.mark.parametrize("fails", ["open", "link"])
+def test_small_objects_fall_back_to_a_temp_and_a_rename(tmp_path, cache, monkeypatch, fails):
+    """No O_TMPFILE on the filesystem (open) or no /proc to name the file with (link)."""
+    import errno
+
+    real_open, real_link = os.open, os.link
+
+    def open_(path, flags, *a, **k):
+        if fails == "open" and flags & os.O_TMPFILE == os.O_TMPFILE:
+            raise OSError(errno.EOPNOTSUPP, "not supported")
+        return real_open(path, flags, *a, **k)
+
+    def link(src, dst, *a, **k):
+        if fails == "link" and str(src).startswith("/proc/self/fd/"):
+            raise FileNotFoundError(errno.ENOENT, "no /proc")
+        return real_link(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "open", open_)
+    monkeypatch.setattr(os, "link", link)
+    stored_whole(cache, small_folder(tmp_path))
+    assert cache._unnamed_ok is False  # asked once, then not again
+
+
+def test_a_folder_whose_objects_are_there_is_not_written_again(tmp_path, cache, monkeypatch):
+    """A new folder's objects are written without a look first; once one turns out to be
+    there already (the stat cache was lost), each is looked for before it is written."""
+    src = small_folder(tmp_path)
+    cache.insert(str(src), Hasher(StatCache(None)))
+    real_open, unnamed = os.open, []
+
+    def open_(path, flags, *a, **k):
+        if flags & os.O_TMPFILE == os.O_TMPFILE:
+            unnamed.append(path)
+        return real_open(path, flags, *a, **k)
+
+    monkeypatch.setattr(os, "open", open_)
+    cache.insert(str(src), Hasher(StatCache(None)))  # nothing known: every file read again
+    assert len(unnamed) == 1
+
+
+def test_a_long_store_starts_writing_back_early(tmp_path, cache, monkeypatch):
+    from reprobuild import cache as cache_mod
+
+    synced = []
+    monkeypatch.setattr(cache_mod, "STORE_BATCH", 4)
+    monkeypatch.setattr(cache_mod, "sync_filesystem", lambda folder: synced.append(folder))
+    stored_whole(cache, small_folder(tmp_path, 20))
+    assert len(synced) >= 2  # at least one while storing, and the group commit's

@@ -20,6 +20,17 @@ class LocalExecutor:
     def submit(self, job: Job) -> Future:
         return self.pool.submit(self._run, job)
 
+    def run_here(self, job: Job) -> Future:
+        """submit(), on the calling thread: for a stage with nothing beside it, whose
+        result is waited for at once. Ctrl-C reaches terminate() as usual (the builder's
+        signal handler runs on this thread between the waits)."""
+        fut: Future = Future()
+        try:
+            fut.set_result(self._run(job))
+        except Exception as exc:  # as a pool thread would hand it over
+            fut.set_exception(exc)
+        return fut
+
     def _run(self, job: Job):
         def started(proc):
             with self._lock:

@@ -289,3 +289,39 @@ def test_dask_runs_a_stage_with_the_variables_its_key_records(ws, monkeypatch):
         locks.append(ws.read("reprobuild.lock"))
         monkeypatch.delenv("PYTHONHASHSEED", raising=False)
     assert locks[0] == locks[1]
+
+
+def test_a_stage_with_nothing_beside_it_runs_on_the_builders_thread(ws, monkeypatch):
+    """A chain's stages are each alone: run where the builder waits for them, not handed to
+    a pool thread and back. Stages that can overlap still go to the pool."""
+    from reprobuild.executors.local import LocalExecutor
+
+    ws.write(
+        {
+            "reprobuild.yaml": """\
+        stages:
+          a: {cmd: echo a > a.txt, outs: [a.txt]}
+          b: {cmd: cat a.txt > b.txt, deps: [a.txt], outs: [b.txt]}
+          c: {cmd: cat b.txt > c.txt, deps: [b.txt], outs: [c.txt]}
+        """
+        }
+    )
+    real_submit, pooled = LocalExecutor.submit, []
+
+    def submit(self, job):
+        pooled.append(job.stage)
+        return real_submit(self, job)
+
+    monkeypatch.setattr(LocalExecutor, "submit", submit)
+    r = ws.run("build", "-j", "2")
+    assert r.code == 0 and stages_run(r) == ["a", "b", "c"], r.err
+    assert pooled == [] and ws.read("c.txt") == "a\n"
+    ws.write(
+        {
+            "reprobuild.yaml": ws.read("reprobuild.yaml")
+            + "  d: {cmd: echo d > d.txt, outs: [d.txt]}\n"
+        }
+    )
+    ws.write({"a.txt": "changed\n"})
+    assert ws.run("build", "-j", "2", "--force").code == 0
+    assert pooled  # a and d were ready together

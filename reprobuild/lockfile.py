@@ -291,7 +291,7 @@ class LockWriter:
     """Keeps the lockfile current during a build without quadratic cost.
 
     After each stage the file is rewritten when the time since the last write
-    is at least 10x what the last write took, so writing costs at most ~10%
+    is at least 20x what the last write took, so writing costs at most ~5%
     of the build however many stages there are; `close()` writes the final
     state. A stage that completed but was not yet written is still in the
     cache's run records, so a killed build loses no work: the next build
@@ -338,7 +338,7 @@ class LockWriter:
         if not self.pending:
             return
         now = time.monotonic()
-        if not force and now - self.last_write < 10 * self.last_cost:
+        if not force and now - self.last_write < 20 * self.last_cost:
             return
         if self.before_write is not None:
             self.before_write()

@@ -89,11 +89,10 @@ COPY_THREADS = 4
 # Files of a folder up to this size are stored and restored in one read and one write
 # of plain fds: a many-file folder's cost is its syscalls, and a buffered file object
 # adds four (fstat, ioctl, lseek) on each side.
-# add's first pass over a folder: files read, hashed and stored this many at a time, on
-# this many threads (more than the cores: a thread waits on the disk as often as not)
-STORE_BATCH = 4096
-STORE_THREADS = 2
 SMALL = 1 << 20
+# add's first pass over a folder (one thread: on threads, small files' syscalls fight
+# over the GIL) starts writing its objects back to the disk every this many
+STORE_BATCH = 4096
 TMP_MAX_AGE = 24 * 3600  # a temp file this old belongs to a process that died
 TMP_PREFIX = "rb-tmp-"  # every temp reprobuild makes in cache/tmp starts so (or ".tmp-")
 # mkstemp adds 8 characters of [a-z0-9_]; atomic_write uses ".tmp-" + those + "-NAME"
@@ -405,8 +404,8 @@ class Cache:
 
         Written as an unnamed file in the object's own folder (O_TMPFILE) and linked in
         under its name once whole: a crash leaves nothing, and there is no temp name to
-        create and rename in the one `tmp/` folder (which threads storing many small files
-        contend on). Where the filesystem or /proc cannot do that: `tmp/`, then a rename."""
+        create in `tmp/` and rename. Where the filesystem or /proc cannot do that: `tmp/`,
+        then a rename."""
         target = self.object_str(digest)
         folder = os.path.dirname(target)
         self.object_dir(folder)

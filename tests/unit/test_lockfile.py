@@ -1,3 +1,5 @@
+import copy
+
 from reprobuild import lockfile
 
 ENTRY = {
@@ -37,6 +39,25 @@ def test_bad_lockfiles_mean_rebuild(tmp_path):
     for text in ("{{{", "schema: 2\nstages: {}\n", "- a list\n"):
         stages, problem = lockfile.parse(text)
         assert stages == {} and problem
+
+
+def test_values_shared_between_stages_are_written_out_not_aliased():
+    shared = {**ENTRY, "params": {"layers": [1, 2]}}
+    text = lockfile.dumps({"a": shared, "b": shared})
+    assert "&" not in text and "*" not in text
+    assert text == lockfile.dumps({"a": copy.deepcopy(shared), "b": copy.deepcopy(shared)})
+
+
+def test_writer_keeps_to_its_budget_before_its_first_write(tmp_path):
+    path = tmp_path / "reprobuild.lock"
+    stages = {f"s{i}": ENTRY for i in range(2000)}
+    lockfile.write(path, stages)
+    before = path.read_bytes()
+    w = lockfile.LockWriter(path, stages)  # 2,000 entries: estimated 0.1 s, so not for 2 s
+    w.update("s0", {**ENTRY, "key": "1" * 32})
+    assert path.read_bytes() == before
+    w.close()
+    assert lockfile.read(path)[0]["s0"]["key"] == "1" * 32
 
 
 def test_writer_is_atomic_and_final(tmp_path):

@@ -244,8 +244,9 @@ class Cache:
             self._unsynced = True
         st = os.stat(path)
         if stat_mod.S_ISDIR(st.st_mode):
-            present, wrote = self._store_unknown(path, hasher)
-            entries = hasher.manifest(path)  # also fills the stat cache
+            read, wrote = self._store_unknown(path, hasher)
+            present = {digest for _, digest in read.values()}
+            entries = hasher.manifest(path, known=read)  # also fills the stat cache
             # Group commit: the files' objects go without an fsync each, then (with
             # `sync`) one filesystem sync, then the manifest that names them.
             isfile = os.path.isfile
@@ -300,19 +301,26 @@ class Cache:
         if not os.path.isdir(path):
             return
         seen = {os.path.realpath(path)}  # each linked folder walked once: loops end
-        for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
-            for name in filenames:
-                full = os.path.join(dirpath, name)
-                if os.path.islink(full) and os.path.exists(full):  # dangling: no content
-                    check(full)
-            for name in list(dirnames):
-                full = os.path.join(dirpath, name)
-                if os.path.islink(full):
-                    check(full)
-                    real = os.path.realpath(full)
-                    if real in seen:
-                        dirnames.remove(name)
-                    seen.add(real)
+        folders = [path]
+        while folders:  # scandir's entries know a symlink without an lstat per file
+            try:
+                with os.scandir(folders.pop()) as listing:
+                    entries = list(listing)
+            except OSError:  # unreadable, or gone: as os.walk, nothing below it to check
+                continue
+            for entry in entries:
+                if not entry.is_symlink():
+                    if entry.is_dir(follow_symlinks=False):
+                        folders.append(entry.path)
+                    continue
+                if not os.path.exists(entry.path):  # dangling: no content
+                    continue
+                check(entry.path)
+                if entry.is_dir():
+                    real = os.path.realpath(entry.path)
+                    if real not in seen:
+                        seen.add(real)
+                        folders.append(entry.path)
 
     def _insert_file(
         self, path: str, hasher: hashing.Hasher, known: str | None, sync: bool = True
@@ -364,10 +372,11 @@ class Cache:
         """Before a folder's manifest: store each small file the stat cache does not know,
         hashed as it is read and recorded in the stat cache, so that the manifest reads
         none of them again (a folder being added would otherwise be read twice).
-        Whatever it skips (large files, symlinks, files written within the racy window)
-        the manifest and the general path take. Returns (the digests now in the cache,
-        whether any object was written)."""
-        stats, present, wrote, look, isfile = hasher.stats, set(), 0, False, os.path.isfile
+        Whatever it skips (large files, symlinks, files known to the stat cache) the
+        manifest and the general path take. Returns ({path: (stat, digest)} of the files
+        it read, now in the cache; whether any object was written)."""
+        stats, read, present, wrote = hasher.stats, {}, set(), 0
+        look, isfile = False, os.path.isfile
         early = _EarlySync(self.objects)
         for dirpath, dirnames, filenames in os.walk(folder):
             dirnames[:] = [d for d in dirnames if d != "__pycache__"]
@@ -394,9 +403,10 @@ class Cache:
                     else:
                         look = True
                 present.add(digest)
+                read[full] = (st, digest)
                 stats.record(full, st, digest)
         early.wait()
-        return present, bool(wrote)
+        return read, bool(wrote)
 
     def write_object(self, digest: str, data: bytes, mode: int, sync: bool = False) -> bool:
         """A new object from bytes that hash to `digest`, fsynced (file and folder) only with

@@ -369,9 +369,14 @@ class Hasher:
             self.stats.record(path, st, digest)
         return Meta(digest, st.st_size)
 
-    def manifest(self, folder: str, _seen: frozenset = frozenset()) -> list[dict]:
+    def manifest(
+        self, folder: str, _seen: frozenset = frozenset(), known: dict | None = None
+    ) -> list[dict]:
         """Every file below `folder` (symlinked folders followed once, dangling links and
-        Python's own `__pycache__`/`*.pyc` left out: bytecode is written by running the code)."""
+        Python's own `__pycache__`/`*.pyc` left out: bytecode is written by running the code).
+        `known`: {path: (stat, digest)} of files just read and hashed (cache.Cache.insert),
+        not stat'ed again."""
+        known = known or {}
         entries = []
         real = os.path.realpath(folder)
         if real in _seen:
@@ -386,14 +391,16 @@ class Hasher:
                 if name.endswith(".pyc"):
                     continue
                 full = dirpath + os.sep + name
-                try:
-                    st = os.stat(full)
-                except FileNotFoundError:
-                    continue  # a dangling symlink is no content
-                if not stat_mod.S_ISREG(st.st_mode):
-                    continue  # sockets, fifos: not content
-                # the stat cache first: no Meta per file on the no-op path
-                digest = lookup(full, st) or self.file(full, st).hash
+                st, digest = known.get(full, (None, None))
+                if st is None:
+                    try:
+                        st = os.stat(full)
+                    except FileNotFoundError:
+                        continue  # a dangling symlink is no content
+                    if not stat_mod.S_ISREG(st.st_mode):
+                        continue  # sockets, fifos: not content
+                    # the stat cache first: no Meta per file on the no-op path
+                    digest = lookup(full, st) or self.file(full, st).hash
                 entries.append(
                     {
                         "path": full[cut:].replace(os.sep, "/"),

@@ -142,20 +142,20 @@ def test_a_file_changed_between_hashing_and_storing_is_an_error_not_a_broken_man
     hasher = Hasher(StatCache(None))
     real = hasher.manifest
 
-    def manifest_then_edit(folder):
-        entries = real(folder)
+    def manifest_then_edit(folder, known=None):
+        entries = real(folder, known=known)
         (src / "d1/f1.txt").write_text("edited after hashing\n")
         return entries
 
     hasher.manifest = manifest_then_edit
-    cache._store_unknown = lambda folder, hasher: (set(), False)  # as for files just written
+    cache._store_unknown = lambda folder, hasher: ({}, False)  # as for files just written
     with pytest.raises(CacheError, match="changed while it was being stored"):
         cache.insert(str(src), hasher)
 
 
 def test_a_folder_being_added_is_read_once(tmp_path, cache, monkeypatch):
     """Files the stat cache does not know are hashed as they are stored: the manifest
-    that follows finds them all in the stat cache and opens none of them."""
+    that follows takes their stat and hash from that pass, and opens and stats none."""
     import time
 
     from reprobuild import hashing
@@ -167,8 +167,12 @@ def test_a_folder_being_added_is_read_once(tmp_path, cache, monkeypatch):
     reads = []
     real = hashing.hash_file_raw
     monkeypatch.setattr(hashing, "hash_file_raw", lambda p, **k: reads.append(p) or real(p, **k))
+    stats, stat = [], os.stat
+    monkeypatch.setattr(hashing.os, "stat", lambda p, *a, **k: stats.append(p) or stat(p, *a, **k))
     meta = cache.insert(str(src), Hasher(StatCache(None)))
+    monkeypatch.setattr(hashing.os, "stat", stat)
     assert reads == [] and cache.has(meta)
+    assert not [p for p in stats if str(p).endswith(".txt")]
     assert meta == Hasher(StatCache(None)).path(str(src))
 
 
@@ -247,3 +251,30 @@ def test_a_long_store_starts_writing_back_early(tmp_path, cache, monkeypatch):
     monkeypatch.setattr(cache_mod, "sync_filesystem", lambda folder: synced.append(folder))
     stored_whole(cache, small_folder(tmp_path, 20))
     assert len(synced) >= 2  # at least one while storing, and the group commit's
+
+
+@pytest.mark.parametrize(
+    "escape",
+    [
+        "res/a/b/etc",  # deep in the folder
+        "other/passwd",  # in a folder inside the workspace that the out links to
+    ],
+)
+def test_a_symlink_out_of_the_workspace_anywhere_below_a_folder_is_refused(tmp_path, escape):
+    from reprobuild.cache import UnsafeOut
+
+    ws = tmp_path / "ws"
+    (ws / "res/a/b").mkdir(parents=True)
+    (ws / "res/a/b/x.txt").write_text("x")
+    (ws / "other").mkdir()
+    (ws / "res/linked").symlink_to("../other")  # followed once: the loop below ends
+    (ws / "other/back").symlink_to("../res")
+    (ws / escape).symlink_to("/etc/passwd" if escape.endswith("passwd") else "/etc")
+    cache = Cache(ws / "cache")
+    cache.ensure()
+    with pytest.raises(UnsafeOut, match="outside the workspace"):
+        cache.insert(str(ws / "res"), Hasher(StatCache(None)), str(ws))
+    assert not list((ws / "cache/objects").rglob("*?/*"))  # nothing stored
+    os.unlink(ws / escape)
+    meta = cache.insert(str(ws / "res"), Hasher(StatCache(None)), str(ws))
+    assert meta.nfiles >= 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from . import environment, hashing
 from .errors import PipelineError
@@ -37,7 +38,7 @@ class State:
     unknown: list[str] = field(default_factory=list)  # inputs an upstream stage will (re)make
     env_via: dict = field(default_factory=dict)  # package -> listed packages that require it
 
-    @property
+    @cached_property  # asked for several times per stage; a State is not changed once made
     def key(self) -> str | None:
         """XXH3-128 of the canonical JSON of everything that decides the outputs."""
         if self.unknown:

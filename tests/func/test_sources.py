@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import os
 import shutil
 import threading
 
@@ -411,3 +412,46 @@ def test_import_of_a_shared_folder_then_update(ws, tmp_path):
     (shared / "c.csv").write_text("c\n")
     assert "updated data/shared" in ws.run("update").out
     assert lock(ws)["sources"]["data/shared"]["nfiles"] == 3
+
+
+def many_files(ws) -> dict:
+    from reprobuild.cache import STORE_IN_PROCESSES_AT
+
+    files = {
+        f"data/big/d{i % 13}/f{i}.txt": f"row {i % 1700}\n"
+        for i in range(STORE_IN_PROCESSES_AT + 50)
+    }
+    ws.write({"reprobuild.yaml": "stages: {}\n", **files})
+    (ws.root / "data/big/d0/f0.txt").chmod(0o755)
+    return files
+
+
+def test_add_of_a_many_file_folder_in_several_processes_round_trips(ws):
+    """Past cache.STORE_IN_PROCESSES_AT files, `add` (its own process, one thread) stores
+    the folder from forked processes: every byte and mode comes back through checkout."""
+    files = many_files(ws)
+    r = ws.run_process("add", "data/big")
+    assert r.returncode == 0, r.stderr
+    assert f"({len(files):,} files" in r.stdout
+    st = ws.run_process("status", "--check")
+    assert st.returncode == 0, st.stdout
+    shutil.rmtree(ws.root / "data/big")
+    assert ws.run_process("checkout").returncode == 0
+    assert {p: ws.read(p) for p in files} == files
+    assert (ws.root / "data/big/d0/f0.txt").stat().st_mode & 0o111
+
+
+@pytest.mark.parametrize(
+    "fault, message",
+    [
+        ("enospc@object:tmp-written", "error: No space left on device"),
+        ("object:tmp-written", "a process of the store was killed"),  # SIGKILL, in a child
+    ],
+)
+def test_add_whose_store_process_fails_says_so_and_changes_nothing(ws, fault, message):
+    many_files(ws)
+    r = ws.run_process("add", "data/big", env={**os.environ, "REPROBUILD_FAULT": fault})
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1  # one line, no traceback
+    assert ws.read("reprobuild.yaml") == "stages: {}\n"
+    assert not (ws.root / "reprobuild.lock").exists()

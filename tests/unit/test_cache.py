@@ -278,3 +278,42 @@ def test_a_symlink_out_of_the_workspace_anywhere_below_a_folder_is_refused(tmp_p
     os.unlink(ws / escape)
     meta = cache.insert(str(ws / "res"), Hasher(StatCache(None)), str(ws))
     assert meta.nfiles >= 1
+
+
+def test_a_many_file_folder_is_stored_by_several_processes_as_by_one(tmp_path, cache, monkeypatch):
+    """add of a big folder forks one process per CPU; what they store, hash and tell the
+    stat cache is what one process would."""
+    import time
+
+    from reprobuild import cache as cache_mod
+
+    src = small_folder(tmp_path, 300)
+    (src / "sub").mkdir()
+    (src / "sub/same.txt").write_text("file 7\n")  # one object for two files
+    (src / "link.txt").symlink_to("0.txt")  # left to the manifest
+    old = time.time() - 10
+    for f in src.rglob("*.txt"):
+        os.utime(f, (old, old), follow_symlinks=False)
+    monkeypatch.setattr(cache_mod, "STORE_IN_PROCESSES_AT", 10)
+    monkeypatch.setattr(cache_mod.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(cache_mod, "_only_thread", lambda: True)  # a fixture's thread may run
+    children = []
+    fork = cache_mod.Cache._store_in_processes
+    monkeypatch.setattr(
+        cache_mod.Cache,
+        "_store_in_processes",
+        lambda self, *a: children.append(a) or fork(self, *a),
+    )
+    stats = StatCache(None)
+    meta = cache.insert(str(src), Hasher(stats))
+    assert children  # the forked path was taken
+    one = Cache(tmp_path / "one")
+    one.ensure()
+    monkeypatch.setattr(cache_mod, "STORE_IN_PROCESSES_AT", 10**9)
+    alone = StatCache(None)
+    assert one.insert(str(src), Hasher(alone)) == meta
+    assert stats.entries == alone.entries and len(stats.entries) == 302
+    stored_whole(cache, src)
+    assert len(list((tmp_path / "cache/objects").rglob("*?/*"))) == len(
+        list((tmp_path / "one/objects").rglob("*?/*"))
+    )

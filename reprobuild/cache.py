@@ -91,11 +91,12 @@ COPY_THREADS = 4
 # of plain fds: a many-file folder's cost is its syscalls, and a buffered file object
 # adds four (fstat, ioctl, lseek) on each side.
 SMALL = 1 << 20
-# add's first pass over a folder (one thread: on threads, small files' syscalls fight
+# add's first pass over a folder (one thread a process: on threads, small files' syscalls fight
 # over the GIL) starts writing its objects back to the disk every this many
 STORE_BATCH = 4096
 # ...and a folder of this many files or more is stored by this many processes at most
-# (one per CPU): add of 100,000 small files on 2 cores, XXX s in one, YYY s in two
+# (one per CPU): add of 100,000 small files on 2 cores took 7.8 s in one, 4.5 s in
+# two (cp -r of the folder: 6.6 s, in the same run)
 STORE_IN_PROCESSES_AT = 2048
 STORE_PROCESSES = 4
 TMP_MAX_AGE = 24 * 3600  # a temp file this old belongs to a process that died

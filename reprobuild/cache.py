@@ -74,7 +74,9 @@ from . import faults, hashing
 from .errors import CacheError
 from .fsutil import (
     atomic_write,
+    can_fork,
     fsync_dir,
+    on_processes,
     on_threads,
     read_all,
     remove_path,
@@ -94,11 +96,10 @@ SMALL = 1 << 20
 # add's first pass over a folder (one thread a process: on threads, small files' syscalls fight
 # over the GIL) starts writing its objects back to the disk every this many
 STORE_BATCH = 4096
-# ...and a folder of this many files or more is stored by this many processes at most
-# (one per CPU): add of 100,000 small files on 2 cores took 7.8 s in one, 4.5 s in
-# two (cp -r of the folder: 6.6 s, in the same run)
+# ...and a folder of this many files or more is stored, or restored, by one process per
+# CPU (fsutil.on_processes): add of 100,000 small files on 2 cores took 7.8 s in one,
+# 4.5 s in two (cp -r of the folder: 6.6 s, in the same run)
 STORE_IN_PROCESSES_AT = 2048
-STORE_PROCESSES = 4
 TMP_MAX_AGE = 24 * 3600  # a temp file this old belongs to a process that died
 TMP_PREFIX = "rb-tmp-"  # every temp reprobuild makes in cache/tmp starts so (or ".tmp-")
 # mkstemp adds 8 characters of [a-z0-9_]; atomic_write uses ".tmp-" + those + "-NAME"
@@ -390,11 +391,19 @@ class Cache:
             dirnames[:] = [d for d in dirnames if d != "__pycache__"]
             files.extend(dirpath + os.sep + n for n in filenames if not n.endswith(".pyc"))
         stats = hasher.stats
-        workers = min(os.cpu_count() or 1, STORE_PROCESSES)
-        if len(files) < STORE_IN_PROCESSES_AT or workers < 2 or not _only_thread():
-            read, wrote = self._store_files(files, stats.lookup)
+        workers = can_fork(len(files), STORE_IN_PROCESSES_AT)
+        if workers:
+            read, wrote = {}, False
+            for done, part_wrote in on_processes(
+                lambda part: _store_chunk(self, part, stats.lookup),
+                files,
+                workers,
+                f"storing {folder}",
+            ):
+                wrote = wrote or part_wrote
+                read.update((p, (_Stat(*st), digest)) for p, st, digest in done)
         else:
-            read, wrote = self._store_in_processes(folder, files, stats.lookup, workers)
+            read, wrote = self._store_files(files, stats.lookup)
         for full, (st, digest) in read.items():
             stats.record(full, st, digest)
         return read, wrote
@@ -428,38 +437,6 @@ class Cache:
             read[full] = (st, digest)
         early.wait()
         return read, bool(wrote)
-
-    def _store_in_processes(
-        self, folder: str, files: list[str], known, workers: int
-    ) -> tuple[dict, bool]:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-        from concurrent.futures.process import BrokenProcessPool
-
-        chunk = -(-len(files) // (workers * 8))  # a few chunks each: one slow folder evens out
-        _FORKED[:] = [self, known]  # what the children inherit: nothing of it is pickled
-        fork = multiprocessing.get_context("fork")
-        pool = ProcessPoolExecutor(workers, fork, initializer=_quiet_child)
-        try:
-            parts = [
-                pool.submit(_store_chunk, files[i : i + chunk]) for i in range(0, len(files), chunk)
-            ]
-            read, wrote = {}, False
-            for part in parts:
-                done, part_wrote = part.result()
-                wrote = wrote or part_wrote
-                for full, st, digest in done:
-                    read[full] = (_Stat(*st), digest)
-        except BaseException as exc:  # Ctrl-C, or a chunk's error: the others stop now
-            for child in multiprocessing.active_children():
-                child.terminate()  # (an unnamed object file being written vanishes with it)
-            if isinstance(exc, BrokenProcessPool):  # one was killed (the OOM killer?)
-                raise CacheError(f"storing {folder}: a process of the store was killed") from None
-            raise
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-            _FORKED.clear()
-        return read, wrote
 
     def write_object(self, digest: str, data: bytes, mode: int, sync: bool = False) -> bool:
         """A new object from bytes that hash to `digest`, fsynced (file and folder) only with
@@ -622,7 +599,7 @@ class Cache:
 
         stats: dict[str, os.stat_result] = {}  # what the files were made as, for the stat cache
 
-        def one(e) -> None:
+        def one(e) -> os.stat_result | None:
             target = os.path.join(tmpdir, e["path"])
             folder = os.path.dirname(target)
             if folder not in made:
@@ -632,12 +609,20 @@ class Cache:
             if self.link == "copy" and e["size"] <= SMALL:
                 st = self._restore_small(e["hash"], e["size"], target, executable)
                 if st is not None:
-                    stats[e["path"]] = st
-                    return
+                    return st
             self._restore_file(e["hash"], folder, executable, name=target)
+            return None
 
+        def chunk(part: list) -> list:  # in a forked process: what the parent records
+            return [(e["path"], _stat_fields(st)) for e in part if (st := one(e)) is not None]
+
+        workers = can_fork(len(entries), STORE_IN_PROCESSES_AT) if self.link == "copy" else 0
         try:
-            on_threads(one, entries, COPY_THREADS)
+            if workers:  # the temp folder goes whole if it fails: nothing half-made is kept
+                for part in on_processes(chunk, entries, workers, f"restoring {dest}"):
+                    stats.update((path, _Stat(*st)) for path, st in part)
+            else:
+                on_threads(lambda e: _keep(stats, e["path"], one(e)), entries, COPY_THREADS)
             os.chmod(tmpdir, 0o777 & ~UMASK)  # mkdtemp made it 0700
             remove_path(Path(dest))
             os.replace(tmpdir, dest)
@@ -928,33 +913,24 @@ class Cache:
         return report
 
 
-_FORKED: list = []  # [cache, stat-cache lookup] of a _store_in_processes, for its children
 _Stat = namedtuple("_Stat", "st_mode st_ino st_size st_mtime_ns st_ctime_ns")  # what is used
 
 
-def _store_chunk(files: list[str]) -> tuple[list, bool]:
-    """In a forked child: store `files`; (path, stat fields, digest) of each read, and
-    whether any object was written."""
-    cache, known = _FORKED
+def _stat_fields(st) -> tuple:
+    """What a forked process sends back of a stat: _Stat's fields."""
+    return st.st_mode, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _keep(stats: dict, path: str, st) -> None:
+    if st is not None:
+        stats[path] = st
+
+
+def _store_chunk(cache: Cache, files: list[str], known) -> tuple[list, bool]:
+    """Cache._store_files in a forked child: (path, stat fields, digest) of each file read,
+    and whether any object was written."""
     read, wrote = cache._store_files(files, known)
-    return [
-        (p, (st.st_mode, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns), d)
-        for p, (st, d) in read.items()
-    ], wrote
-
-
-def _quiet_child() -> None:
-    """A forked store process leaves Ctrl-C to its parent, which stops it (no traceback)."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _only_thread() -> bool:
-    """No thread but this one: forking cannot copy a lock another thread holds."""
-    import threading
-
-    return threading.active_count() == 1
+    return [(p, _stat_fields(st), d) for p, (st, d) in read.items()], wrote
 
 
 class _EarlySync:

@@ -134,6 +134,77 @@ def on_threads(fn, items: list, threads: int) -> None:
         pool.shutdown(wait=True)
 
 
+def can_fork(items: int, at_least: int) -> int:
+    """How many processes on_processes should use for `items` (0: do not fork): one per
+    CPU, up to 4, for `at_least` items or more, and only while this process runs one
+    thread (a fork copies no other thread, so it must hold no lock another one does)."""
+    if items < at_least or not hasattr(os, "fork"):
+        return 0
+    import threading
+
+    workers = min(os.cpu_count() or 1, 4)
+    return workers if workers > 1 and threading.active_count() == 1 else 0
+
+
+_FORKED: list = []  # [work, chunks] of the on_processes call under way, for its children
+
+
+def on_processes(work, items: list, workers: int, what: str) -> list:
+    """[work(chunk) for each chunk of `items`], computed in `workers` forked processes,
+    in chunks of the list a few per process (a slow part evens out).
+
+    For file work whose cost is Python's per file, which threads share one interpreter
+    lock for. `work` (a closure will do) and the items reach the children by the fork;
+    only what `work` returns is pickled back. Ctrl-C or an error stops every child at
+    once, mid-chunk, so what they write must be safe to lose (unnamed files, a temp
+    folder); a child that was killed (the OOM killer) is a CacheError naming `what`.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    from .errors import CacheError
+
+    size = -(-len(items) // (workers * 8))
+    chunks = [items[i : i + size] for i in range(0, len(items), size)]
+    _FORKED[:] = [work, chunks]
+    pool = ProcessPoolExecutor(workers, multiprocessing.get_context("fork"), initializer=_child)
+    try:
+        return [f.result() for f in [pool.submit(_forked, i) for i in range(len(chunks))]]
+    except BaseException as exc:
+        for child in multiprocessing.active_children():
+            child.terminate()
+        if isinstance(exc, BrokenProcessPool):
+            raise CacheError(f"{what}: a process doing it was killed") from None
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        _FORKED.clear()
+
+
+def _child() -> None:
+    """An on_processes child leaves Ctrl-C to its parent, which stops it (no traceback)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _forked(i: int):
+    work, chunks = _FORKED
+    try:
+        return work(chunks[i])
+    except Exception as exc:  # one the parent cannot unpickle would break the pool
+        import pickle
+
+        try:
+            pickle.loads(pickle.dumps(exc))
+        except Exception:
+            from .errors import CacheError
+
+            raise CacheError(str(exc)) from None
+        raise
+
+
 def unlink_quiet(path) -> None:
     try:
         os.unlink(path)

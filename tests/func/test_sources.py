@@ -445,7 +445,7 @@ def test_add_of_a_many_file_folder_in_several_processes_round_trips(ws):
     "fault, message",
     [
         ("enospc@object:tmp-written", "error: No space left on device"),
-        ("object:tmp-written", "a process of the store was killed"),  # SIGKILL, in a child
+        ("object:tmp-written", "a process doing it was killed"),  # SIGKILL, in a child
     ],
 )
 def test_add_whose_store_process_fails_says_so_and_changes_nothing(ws, fault, message):

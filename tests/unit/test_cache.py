@@ -1,4 +1,5 @@
 import os
+import threading
 
 import pytest
 
@@ -280,12 +281,15 @@ def test_a_symlink_out_of_the_workspace_anywhere_below_a_folder_is_refused(tmp_p
     assert meta.nfiles >= 1
 
 
-def test_a_many_file_folder_is_stored_by_several_processes_as_by_one(tmp_path, cache, monkeypatch):
+def test_a_many_file_folder_is_stored_and_restored_by_several_processes_as_by_one(
+    tmp_path, cache, monkeypatch
+):
     """add of a big folder forks one process per CPU; what they store, hash and tell the
     stat cache is what one process would."""
     import time
 
     from reprobuild import cache as cache_mod
+    from reprobuild import hashing
 
     src = small_folder(tmp_path, 300)
     (src / "sub").mkdir()
@@ -295,15 +299,11 @@ def test_a_many_file_folder_is_stored_by_several_processes_as_by_one(tmp_path, c
     for f in src.rglob("*.txt"):
         os.utime(f, (old, old), follow_symlinks=False)
     monkeypatch.setattr(cache_mod, "STORE_IN_PROCESSES_AT", 10)
-    monkeypatch.setattr(cache_mod.os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(cache_mod, "_only_thread", lambda: True)  # a fixture's thread may run
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(threading, "active_count", lambda: 1)  # a fixture's thread may run
     children = []
-    fork = cache_mod.Cache._store_in_processes
-    monkeypatch.setattr(
-        cache_mod.Cache,
-        "_store_in_processes",
-        lambda self, *a: children.append(a) or fork(self, *a),
-    )
+    fork = cache_mod.on_processes
+    monkeypatch.setattr(cache_mod, "on_processes", lambda *a: children.append(a) or fork(*a))
     stats = StatCache(None)
     meta = cache.insert(str(src), Hasher(stats))
     assert children  # the forked path was taken
@@ -317,3 +317,28 @@ def test_a_many_file_folder_is_stored_by_several_processes_as_by_one(tmp_path, c
     assert len(list((tmp_path / "cache/objects").rglob("*?/*"))) == len(
         list((tmp_path / "one/objects").rglob("*?/*"))
     )
+    # and restored: by processes as by threads, files, modes and what the stat cache learns
+    os.chmod(src / "3.txt", 0o755)
+    meta = cache.insert(str(src), Hasher(StatCache(None)))
+    restored = {}
+    monkeypatch.setattr(hashing, "RACY_NS", 0)  # the stat cache learns files just written
+    for processes in (True, False):
+        monkeypatch.setattr(cache_mod, "STORE_IN_PROCESSES_AT", 10 if processes else 10**9)
+        children.clear()
+        dest = tmp_path / f"restored-{processes}"
+        (dest / "stale").mkdir(parents=True)  # replaced whole
+        learnt = StatCache(None)
+        cache.restore(meta, str(dest), Hasher(learnt))
+        assert bool(children) == processes
+        assert not (dest / "stale").exists()
+        assert (
+            os.stat(dest / "3.txt").st_mode & 0o111 and not os.stat(dest / "4.txt").st_mode & 0o111
+        )
+        files = sorted(p.relative_to(dest) for p in dest.rglob("*") if p.is_file())
+        assert all((dest / f).read_bytes() == (src / f).read_bytes() for f in files)
+        restored[processes] = (
+            files,
+            {os.path.relpath(p, dest): e[4] for p, e in learnt.entries.items()},
+        )
+    assert restored[True] == restored[False] and len(restored[True][0]) == 302
+    assert len(restored[True][1]) == 302

@@ -276,10 +276,11 @@ class Cache:
             wrote = any(stored) or wrote
             if wrote and sync:
                 sync_filesystem(self.objects)
-            meta = hashing.folder_meta(entries)
+            data = hashing.manifest_bytes(entries)  # (100,000 files: 0.1 s to make)
+            meta = hashing.folder_meta(entries, data)
             target = self.object_path(meta.hash, is_dir=True)
             if not target.exists():
-                self._publish_bytes(hashing.manifest_bytes(entries), target, sync)
+                self._publish_bytes(data, target, sync)
             return meta
         if not stat_mod.S_ISREG(st.st_mode):
             raise hashing.NotRegularFile(path, st.st_mode)

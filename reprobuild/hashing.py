@@ -310,9 +310,10 @@ class StatCache:
                     continue
                 on_disk = self._read_shard(n)
                 on_disk.update(group)
-                # forget files that are gone, so the cache does not grow forever
+                # forget files that are gone, so the cache does not grow forever (those
+                # just recorded were just seen: an add of 100,000 files looks up none)
                 if len(on_disk) > 50_000 // SHARDS:
-                    on_disk = {p: e for p, e in on_disk.items() if os.path.lexists(p)}
+                    on_disk = {p: e for p, e in on_disk.items() if p in group or os.path.lexists(p)}
                 data = json.dumps(
                     {"schema": STATCACHE_SCHEMA, "entries": on_disk}, separators=(",", ":")
                 )
@@ -777,5 +778,7 @@ def _records(text: bytes) -> dict:
     return found if isinstance(found, dict) else {}
 
 
-def folder_meta(entries: list[dict]) -> Meta:
-    return Meta(hash_bytes(manifest_bytes(entries)), sum(e["size"] for e in entries), len(entries))
+def folder_meta(entries: list[dict], data: bytes | None = None) -> Meta:
+    """A folder's Meta; `data`: its manifest_bytes, when the caller has them already."""
+    data = manifest_bytes(entries) if data is None else data
+    return Meta(hash_bytes(data), sum(e["size"] for e in entries), len(entries))

@@ -409,12 +409,13 @@ class Cache:
             stats.record(full, st, digest)
         return read, wrote
 
-    def _store_files(self, files: list[str], known) -> tuple[dict, bool]:
+    def _store_files(self, files: list[str], known, early_sync=True) -> tuple[dict, bool]:
         """_store_unknown's work on `files`, but for the stat cache; `known(path, stat)`
-        is its lookup."""
+        is its lookup. `early_sync=False`: no writing back while it goes on (a forked
+        chunk would then wait for it: the caller's group commit has it all)."""
         read, present, wrote = {}, set(), 0
         look, isfile = False, os.path.isfile
-        early = _EarlySync(self.objects)
+        early = _EarlySync(self.objects if early_sync else None)
         for full in files:
             try:
                 st, data = _read_small(full, follow=False, skip=known)
@@ -435,7 +436,8 @@ class Cache:
                 else:
                     look = True
             present.add(digest)
-            read[full] = (st, digest)
+            if len(data) == st.st_size:  # (one that grew while read: the manifest stats it)
+                read[full] = (st, digest)
         early.wait()
         return read, bool(wrote)
 
@@ -930,7 +932,7 @@ def _keep(stats: dict, path: str, st) -> None:
 def _store_chunk(cache: Cache, files: list[str], known) -> tuple[list, bool]:
     """Cache._store_files in a forked child: (path, stat fields, digest) of each file read,
     and whether any object was written."""
-    read, wrote = cache._store_files(files, known)
+    read, wrote = cache._store_files(files, known, early_sync=False)
     return [(p, _stat_fields(st), d) for p, (st, d) in read.items()], wrote
 
 
@@ -939,12 +941,12 @@ class _EarlySync:
     on, so that the group commit's sync has only the tail left (an add of 100,000 small
     files waited 0.8 s on it). A failure here is the final sync's to report."""
 
-    def __init__(self, folder: Path):
-        self.folder = folder
+    def __init__(self, folder: Path | None):
+        self.folder = folder  # None: never
         self.thread = None
 
     def start(self) -> None:
-        if self.thread is not None and self.thread.is_alive():
+        if self.folder is None or (self.thread is not None and self.thread.is_alive()):
             return
         import threading
 

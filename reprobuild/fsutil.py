@@ -7,6 +7,7 @@ one, never half of one.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from . import faults
@@ -136,73 +137,150 @@ def on_threads(fn, items: list, threads: int) -> None:
 
 def can_fork(items: int, at_least: int) -> int:
     """How many processes on_processes should use for `items` (0: do not fork): one per
-    CPU, up to 4, for `at_least` items or more, and only while this process runs one
-    thread (a fork copies no other thread, so it must hold no lock another one does)."""
-    if items < at_least or not hasattr(os, "fork"):
+    CPU this process may use, up to 4, for `at_least` items or more; on Linux (where it
+    was measured, and fork is safe), and only while this process runs one thread (a
+    fork copies no other thread, so no lock another thread holds can be copied held)."""
+    if items < at_least or sys.platform != "linux":
         return 0
     import threading
 
-    workers = min(os.cpu_count() or 1, 4)
+    workers = min(len(os.sched_getaffinity(0)), 4)
     return workers if workers > 1 and threading.active_count() == 1 else 0
 
 
-_FORKED: list = []  # [work, chunks] of the on_processes call under way, for its children
-
-
 def on_processes(work, items: list, workers: int, what: str) -> list:
-    """[work(chunk) for each chunk of `items`], computed in `workers` forked processes,
-    in chunks of the list a few per process (a slow part evens out).
+    """[work(chunk) for each chunk of `items`], computed in `workers` forked processes.
 
-    For file work whose cost is Python's per file, which threads share one interpreter
-    lock for. `work` (a closure will do) and the items reach the children by the fork;
-    only what `work` returns is pickled back. Ctrl-C or an error stops every child at
-    once, mid-chunk, so what they write must be safe to lose (unnamed files, a temp
-    folder); a child that was killed (the OOM killer) is a CacheError naming `what`.
+    For file work whose cost is Python's per file, which threads would share one
+    interpreter lock for. The items are cut into a few chunks per process (a slow part
+    evens out); `work` (a closure will do) and the chunks reach each child by the fork,
+    and only what `work` returns is pickled back, through a pipe of its own. An error
+    in a child is raised here; Ctrl-C (children ignore it: the parent decides), or an
+    error, kills every child at once, mid-chunk, so what they write must be safe to
+    lose (unnamed files, a temp folder); a child killed meanwhile (the OOM killer) is a
+    CacheError naming `what`. A child dies with its parent (PR_SET_PDEATHSIG): none
+    outlives a killed command holding its locks.
     """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
+    import pickle
+    import selectors
+    import signal
 
     from .errors import CacheError
 
+    if not items:
+        return []
     size = -(-len(items) // (workers * 8))
     chunks = [items[i : i + size] for i in range(0, len(items), size)]
-    _FORKED[:] = [work, chunks]
-    pool = ProcessPoolExecutor(workers, multiprocessing.get_context("fork"), initializer=_child)
+    parent, prctl = os.getpid(), _prctl()
+    pids, payloads = {}, {}  # read fd -> pid, -> the bytes it sent so far
+    # Ctrl-C waits until each child has set its own handling (it would print a traceback)
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
-        return [f.result() for f in [pool.submit(_forked, i) for i in range(len(chunks))]]
-    except BaseException as exc:
-        for child in multiprocessing.active_children():
-            child.terminate()
-        if isinstance(exc, BrokenProcessPool):
-            raise CacheError(f"{what}: a process doing it was killed") from None
+        n = min(workers, len(chunks))
+        for w in range(n):
+            r, wr = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                os.close(r)
+                mine = [(i, chunks[i]) for i in range(w, len(chunks), n)]
+                _child(work, mine, wr, parent, prctl)
+            os.close(wr)
+            pids[r], payloads[r] = pid, bytearray()
+    except BaseException:
+        _kill_all(pids, payloads)
         raise
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        _FORKED.clear()
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    try:
+        results: dict[int, object] = {}
+        with selectors.DefaultSelector() as sel:
+            for r in pids:
+                sel.register(r, selectors.EVENT_READ)
+            while sel.get_map():
+                for key, _ in sel.select():
+                    data = os.read(key.fd, 1 << 20)
+                    if data:
+                        payloads[key.fd] += data
+                        continue
+                    sel.unregister(key.fd)
+                    status = os.waitpid(pids.pop(key.fd), 0)[1]
+                    os.close(key.fd)
+                    try:
+                        outcome, value = pickle.loads(payloads.pop(key.fd))
+                    except Exception:  # nothing, or half a result: it was killed
+                        outcome, value = "killed", None
+                    if outcome == "error":
+                        raise value
+                    if outcome != "ok" or status != 0:
+                        raise CacheError(f"{what}: a process doing it was killed")
+                    results.update(value)
+        return [results[i] for i in range(len(chunks))]
+    except BaseException:
+        _kill_all(pids, payloads)
+        raise
 
 
-def _child() -> None:
-    """An on_processes child leaves Ctrl-C to its parent, which stops it (no traceback)."""
+def _child(work, chunks: list, wr: int, parent: int, prctl) -> None:
+    """An on_processes child: [(index, work(chunk))] of its (index, chunk) pairs down
+    `wr`, then exit, never returning into the parent's code."""
+    import pickle
     import signal
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def _forked(i: int):
-    work, chunks = _FORKED
+    code = 1
     try:
-        return work(chunks[i])
-    except Exception as exc:  # one the parent cannot unpickle would break the pool
-        import pickle
-
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent's to act on
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not a handler the command installed
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        if prctl is not None:
+            prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: killed when the parent dies
+        if os.getppid() != parent:  # it died before that: go now
+            return
         try:
-            pickle.loads(pickle.dumps(exc))
-        except Exception:
-            from .errors import CacheError
+            out = ("ok", [(i, work(c)) for i, c in chunks])
+            code = 0
+        except Exception as exc:
+            try:
+                pickle.loads(pickle.dumps(exc))
+                out = ("error", exc)
+            except Exception:  # one the parent could not rebuild
+                from .errors import CacheError
 
-            raise CacheError(str(exc)) from None
-        raise
+                out = ("error", CacheError(str(exc)))
+        data = memoryview(pickle.dumps(out))
+        while data:
+            data = data[os.write(wr, data) :]
+    finally:
+        os._exit(code)
+
+
+def _prctl():
+    """libc's prctl (for a child to die with its parent), or None where there is none."""
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+def _kill_all(pids: dict, payloads: dict) -> None:
+    """Kill and reap every child left; a second Ctrl-C waits until that is done."""
+    import signal
+
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        for pid in pids.values():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for r, pid in pids.items():
+            os.waitpid(pid, 0)
+            os.close(r)
+        pids.clear()
+        payloads.clear()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def unlink_quiet(path) -> None:

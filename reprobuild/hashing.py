@@ -230,6 +230,7 @@ class StatCache:
         self._entries: dict[str, list] = {}
         self._loaded: set[int] = set()  # shards read into _entries
         self._changed: set[int] = set()  # shards with entries recorded here
+        self._recorded: set[str] = set()  # paths recorded here: seen, so not gone
         self._all = path is None  # every shard read (and maybe changed through `entries`)
         self.dirty = False
 
@@ -283,6 +284,7 @@ class StatCache:
         """Take an entry another process (a stage's executor) recorded."""
         self._entries[path] = list(entry)
         self._changed.add(shard_of(path))
+        self._recorded.add(path)
         self.dirty = True
 
     def record(self, path: str, st: os.stat_result, digest: str) -> None:
@@ -290,6 +292,7 @@ class StatCache:
             return
         self._entries[path] = [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, digest]
         self._changed.add(shard_of(path))
+        self._recorded.add(path)
         self.dirty = True
 
     def save(self) -> None:
@@ -311,9 +314,10 @@ class StatCache:
                 on_disk = self._read_shard(n)
                 on_disk.update(group)
                 # forget files that are gone, so the cache does not grow forever (those
-                # just recorded were just seen: an add of 100,000 files looks up none)
+                # recorded here were just seen: an add of 100,000 files looks up none)
                 if len(on_disk) > 50_000 // SHARDS:
-                    on_disk = {p: e for p, e in on_disk.items() if p in group or os.path.lexists(p)}
+                    seen = self._recorded
+                    on_disk = {p: e for p, e in on_disk.items() if p in seen or os.path.lexists(p)}
                 data = json.dumps(
                     {"schema": STATCACHE_SCHEMA, "entries": on_disk}, separators=(",", ":")
                 )
@@ -325,6 +329,7 @@ class StatCache:
         except OSError:
             return  # a read-only cache still builds; it just hashes again next time
         self._changed.clear()
+        self._recorded.clear()
         self.dirty = False
 
     def summary_file(self, folder: str) -> Path | None:

@@ -442,16 +442,20 @@ def test_add_of_a_many_file_folder_in_several_processes_round_trips(ws):
 
 
 @pytest.mark.parametrize(
-    "fault, message",
+    "fault, code, message",
     [
-        ("enospc@object:tmp-written", "error: No space left on device"),
-        ("object:tmp-written", "a process doing it was killed"),  # SIGKILL, in a child
+        ("enospc@object:tmp-written", 2, "error: No space left on device"),
+        ("object:tmp-written", 2, "a process doing it was killed"),  # SIGKILL, in a child
+        ("sigint@object:tmp-written", 130, "error: interrupted"),  # Ctrl-C, from a child
     ],
 )
-def test_add_whose_store_process_fails_says_so_and_changes_nothing(ws, fault, message):
+def test_add_whose_store_process_fails_says_so_and_changes_nothing(ws, fault, code, message):
     many_files(ws)
-    r = ws.run_process("add", "data/big", env={**os.environ, "REPROBUILD_FAULT": fault})
-    assert r.returncode == 2 and message in r.stderr, r.stderr
+    env = {**os.environ, "REPROBUILD_FAULT": fault}
+    # its own session: the Ctrl-C reaches its process group, not this test's
+    r = ws.run_process("add", "data/big", env=env, start_new_session=True, timeout=120)
+    assert r.returncode == code and message in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1  # one line, no traceback
     assert ws.read("reprobuild.yaml") == "stages: {}\n"
     assert not (ws.root / "reprobuild.lock").exists()
+    assert git(ws.root, "status", "--porcelain", "--untracked-files=no") == ""

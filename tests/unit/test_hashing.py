@@ -294,3 +294,27 @@ def test_statcache_reads_only_the_shard_it_needs(tmp_path):
     assert len(again.entries) == 200 and not again.dirty
     again.save()  # nothing changed: nothing written
     assert not list((tmp_path / "cache" / "statcache").glob(".tmp-*"))
+
+
+def test_the_stat_cache_forgets_files_that_are_gone_but_not_those_just_recorded(tmp_path):
+    from reprobuild.hashing import SHARDS, StatCache, shard_of
+
+    folder = tmp_path / "cache"
+    real = tmp_path / "real.txt"
+    real.write_text("x")
+    st = os.stat(real)
+    old = StatCache(folder / "statcache.json")
+    gone = [str(tmp_path / f"gone-{i}") for i in range(60_000)]  # > 50,000: pruned at save
+    for p in gone:
+        old.merge(p, [1, 1, 1, 1, "a" * 32])
+    old.save()  # recorded in this session: kept, without a lookup of each
+    assert len(StatCache(folder / "statcache.json").entries) == 60_000
+    later = StatCache(folder / "statcache.json")
+    later.lookup(str(real), st)  # loads the shard the real file is in
+    later.merge(str(real), [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, "b" * 32])
+    later.save()
+    left = StatCache(folder / "statcache.json").entries
+    n = shard_of(str(real))
+    assert str(real) in left
+    assert not [p for p in left if shard_of(p) == n and p != str(real)]  # that shard: pruned
+    assert len(left) > 60_000 * (SHARDS - 2) // SHARDS  # the others were not rewritten

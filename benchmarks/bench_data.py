@@ -14,6 +14,8 @@ virtual environment.
 
 Nothing is deleted while a measure runs, and no measured step follows a mass
 deletion: trees the steps replace are moved aside and deleted at the end.
+Each measured command starts after a `sync`, so that no tool's own sync pays
+for writing back the data an earlier step made.
 On ext4 without a journal (as on this project's CI machines: the `discard`
 mount with no journal task), the kernel will not reuse an inode freed in the
 last minutes and scans past each one on every file it creates
@@ -40,6 +42,9 @@ PIPE = (
 
 
 def timed(cmd, cwd, env=None) -> float:
+    # What earlier steps wrote reaches the disk first: reprobuild's group commit (one
+    # syncfs) must not be charged with writing back the data the benchmark just made.
+    os.sync()
     t = time.perf_counter()
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
     dt = time.perf_counter() - t

@@ -400,6 +400,7 @@ class Cache:
                 files,
                 workers,
                 f"storing {folder}",
+                idle=lambda: sync_filesystem(self.objects),  # the group commit's, early
             ):
                 wrote = wrote or part_wrote
                 read.update((p, (_Stat(*st), digest)) for p, st, digest in done)

@@ -135,6 +135,9 @@ def on_threads(fn, items: list, threads: int) -> None:
         pool.shutdown(wait=True)
 
 
+IDLE_EVERY = 0.05  # seconds on_processes waits for a child's result before idle() again
+
+
 def can_fork(items: int, at_least: int) -> int:
     """How many processes on_processes should use for `items` (0: do not fork): one per
     CPU this process may use, up to 4, for `at_least` items or more; on Linux (where it
@@ -148,7 +151,7 @@ def can_fork(items: int, at_least: int) -> int:
     return workers if workers > 1 and threading.active_count() == 1 else 0
 
 
-def on_processes(work, items: list, workers: int, what: str) -> list:
+def on_processes(work, items: list, workers: int, what: str, idle=None) -> list:
     """[work(chunk) for each chunk of `items`], computed in `workers` forked processes.
 
     For file work whose cost is Python's per file, which threads would share one
@@ -159,7 +162,8 @@ def on_processes(work, items: list, workers: int, what: str) -> list:
     error, kills every child at once, mid-chunk, so what they write must be safe to
     lose (unnamed files, a temp folder); a child killed meanwhile (the OOM killer) is a
     CacheError naming `what`. A child dies with its parent (PR_SET_PDEATHSIG): none
-    outlives a killed command holding its locks.
+    outlives a killed command holding its locks. `idle()`, if given, is called again and
+    again while the children work (an early write-back of what they write).
     """
     import pickle
     import selectors
@@ -176,28 +180,28 @@ def on_processes(work, items: list, workers: int, what: str) -> list:
     # Ctrl-C waits until each child has set its own handling (it would print a traceback)
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
-        n = min(workers, len(chunks))
-        for w in range(n):
-            r, wr = os.pipe()
-            pid = os.fork()
-            if pid == 0:
-                os.close(r)
-                mine = [(i, chunks[i]) for i in range(w, len(chunks), n)]
-                _child(work, mine, wr, parent, prctl)
-            os.close(wr)
-            pids[r], payloads[r] = pid, bytearray()
-    except BaseException:
-        _kill_all(pids, payloads)
-        raise
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-    try:
+        try:
+            n = min(workers, len(chunks))
+            for w in range(n):
+                r, wr = os.pipe()
+                pid = os.fork()
+                if pid == 0:
+                    os.close(r)
+                    mine = [(i, chunks[i]) for i in range(w, len(chunks), n)]
+                    _child(work, mine, wr, parent, prctl)
+                os.close(wr)
+                pids[r], payloads[r] = pid, bytearray()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # (a Ctrl-C meanwhile: raised here)
         results: dict[int, object] = {}
         with selectors.DefaultSelector() as sel:
             for r in pids:
                 sel.register(r, selectors.EVENT_READ)
             while sel.get_map():
-                for key, _ in sel.select():
+                ready = sel.select(IDLE_EVERY if idle else None)
+                if not ready and idle:
+                    idle()
+                for key, _ in ready:
                     data = os.read(key.fd, 1 << 20)
                     if data:
                         payloads[key.fd] += data
@@ -264,10 +268,12 @@ def _prctl():
 
 
 def _kill_all(pids: dict, payloads: dict) -> None:
-    """Kill and reap every child left; a second Ctrl-C waits until that is done."""
+    """Kill and reap every child left. Ctrl-C is ignored meanwhile: the command is being
+    stopped already, and a second one must not cut this short, nor reach the CLI after
+    it reported the first."""
     import signal
 
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         for pid in pids.values():
             try:
@@ -280,7 +286,7 @@ def _kill_all(pids: dict, payloads: dict) -> None:
         pids.clear()
         payloads.clear()
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        signal.signal(signal.SIGINT, previous)
 
 
 def unlink_quiet(path) -> None:

@@ -318,7 +318,7 @@ def by_processes_as_by_one(tmp: str) -> None:
     os.sched_getaffinity = lambda pid: {0, 1}  # two CPUs, on any machine
     children = []
     fork = cache_mod.on_processes
-    cache_mod.on_processes = lambda *a: children.append(a) or fork(*a)
+    cache_mod.on_processes = lambda *a, **k: children.append(a) or fork(*a, **k)
     stats = StatCache(None)
     meta = cache.insert(str(src), Hasher(stats))
     assert children  # the forked path was taken

@@ -4,8 +4,7 @@
 cut or the OOM killer would) when it reaches POINT; `REPROBUILD_FAULT=
 enospc@POINT` raises "No space left on device" there instead, and
 `sigint@POINT` sends SIGINT to its whole process group, as Ctrl-C in a
-terminal does. Points are
-named WHAT:STEP, e.g. `lockfile:tmp-written`, `lockfile:renamed`,
+terminal does. Points are named WHAT:STEP, e.g. `lockfile:tmp-written`, `lockfile:renamed`,
 `object:tmp-written`, `run-record:renamed`, `statcache:tmp-written`.
 Unset, a point costs one dict lookup.
 """

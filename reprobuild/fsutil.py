@@ -220,7 +220,7 @@ def on_processes(work, items: list, workers: int, what: str, idle=None) -> list:
                     results.update(value)
         return [results[i] for i in range(len(chunks))]
     except BaseException:
-        _kill_all(pids, payloads)
+        _kill_all(pids)
         raise
 
 
@@ -267,7 +267,7 @@ def _prctl():
         return None
 
 
-def _kill_all(pids: dict, payloads: dict) -> None:
+def _kill_all(pids: dict) -> None:
     """Kill and reap every child left. Ctrl-C is ignored meanwhile: the command is being
     stopped already, and a second one must not cut this short, nor reach the CLI after
     it reported the first."""
@@ -284,7 +284,6 @@ def _kill_all(pids: dict, payloads: dict) -> None:
             os.waitpid(pid, 0)
             os.close(r)
         pids.clear()
-        payloads.clear()
     finally:
         signal.signal(signal.SIGINT, previous)
 

@@ -53,9 +53,10 @@ from .hashing import HEX32, Meta, hash_bytes
 
 SCHEMA = 1
 MAX_NODES = 1_000_000  # as yamlio's budget for pipeline files, plus the text's length
-# Seconds per stage entry that a lockfile write is taken to cost before one is measured
-# (~70 µs measured on 2 cores; lower, so a first write comes sooner rather than later).
-WRITE_COST = 50e-6
+# Seconds per stage entry that a lockfile write is taken to cost before one is measured:
+# on 2 cores, 70 µs to dump and write it, 140 µs on this disk with the group commit's
+# sync before it; the lower, so a first write comes sooner rather than later.
+WRITE_COST = 70e-6
 ENTRY_ORDER = ("key", "cmd", "wdir", "code", "deps", "params", "env", "outs")
 
 
@@ -299,7 +300,8 @@ class LockWriter:
     After each stage the file is rewritten when the time since the last write
     (or since the build began) is at least 20x what the last write took (or,
     before the first, WRITE_COST per entry), so writing costs at most ~5% of
-    the build however many stages there are; `close()` writes the final state. A stage that completed but was not yet written is still in the
+    the build however many stages there are; `close()` writes the final
+    state. A stage that completed but was not yet written is still in the
     cache's run records, so a killed build loses no work: the next build
     restores it. `before_write` runs before each write: the cache's group commit
     (cache.Cache.commit), so the lockfile never names an object a crash could lose.

@@ -53,7 +53,7 @@ def test_writer_keeps_to_its_budget_before_its_first_write(tmp_path):
     stages = {f"s{i}": ENTRY for i in range(2000)}
     lockfile.write(path, stages)
     before = path.read_bytes()
-    w = lockfile.LockWriter(path, stages)  # 2,000 entries: estimated 0.1 s, so not for 2 s
+    w = lockfile.LockWriter(path, stages)  # 2,000 entries: estimated 0.14 s, so not for 2.8 s
     w.update("s0", {**ENTRY, "key": "1" * 32})
     assert path.read_bytes() == before
     w.close()

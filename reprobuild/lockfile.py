@@ -47,9 +47,11 @@ import json
 import time
 from pathlib import Path
 
+from . import yamlemit
 from .errors import warn
 from .fsutil import atomic_write
 from .hashing import HEX32, Meta, hash_bytes
+from .yamlemit import Flow as _Flow
 
 SCHEMA = 1
 MAX_NODES = 1_000_000  # as yamlio's budget for pipeline files, plus the text's length
@@ -58,10 +60,6 @@ MAX_NODES = 1_000_000  # as yamlio's budget for pipeline files, plus the text's 
 # sync before it; the lower, so a first write comes sooner rather than later.
 WRITE_COST = 70e-6
 ENTRY_ORDER = ("key", "cmd", "wdir", "code", "deps", "params", "env", "outs")
-
-
-class _Flow(dict):
-    """A mapping written on one line: `{hash: ..., size: ...}`."""
 
 
 @functools.cache
@@ -244,11 +242,15 @@ def _safe_entry(stage: str, entry: dict, dropped: list[str]) -> dict:
     return entry
 
 
-def dumps(stages: dict, sources: dict | None = None) -> str:
+def dumps(stages: dict, sources: dict | None = None, fast: bool = True) -> str:
+    """The lockfile's text; `fast=False` always goes through yaml (tests compare the two)."""
     body = {"schema": SCHEMA}
     if sources:
         body["sources"] = {p: _Flow(_meta_order(sources[p])) for p in sorted(sources)}
     body["stages"] = {name: _ordered(stages[name]) for name in sorted(stages)}
+    text = yamlemit.dump(body) if fast else None  # yaml's bytes without yaml, mostly
+    if text is not None:
+        return text
     yaml, _, _LockDumper = _yaml()
     return yaml.dump(
         body,

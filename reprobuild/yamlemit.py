@@ -33,8 +33,7 @@ class _Unsupported(Exception):
 
 # What a plain scalar reads back as other than a string (yaml/resolver.py, YAML 1.1).
 # Compiled at first use (re caches it): a no-op build imports this module but writes nothing.
-_NOT_STR = (
-    r"""^(?:yes|Yes|YES|no|No|NO|true|True|TRUE|false|False|FALSE|on|On|ON|off|Off|OFF
+_NOT_STR = r"""^(?:yes|Yes|YES|no|No|NO|true|True|TRUE|false|False|FALSE|on|On|ON|off|Off|OFF
     |[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+][0-9]+)?
     |\.[0-9][0-9_]*(?:[eE][-+][0-9]+)?
     |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
@@ -52,7 +51,6 @@ _NOT_STR = (
      (?:[Tt]|[\ \t]+)[0-9][0-9]?:[0-9][0-9]:[0-9][0-9](?:\.[0-9]*)?
      (?:[\ \t]*(?:Z|[-+][0-9][0-9]?(?::[0-9][0-9])?))?
     |=)$"""
-)
 _PRINTABLE = re.compile(r"[\x20-\x7e]*")
 _SIMPLE = re.compile(r"[A-Za-z0-9_/][A-Za-z0-9_./-]*")  # plain wherever it is, if not _NOT_STR
 

@@ -102,7 +102,7 @@ STORE_BATCH = 4096
 STORE_IN_PROCESSES_AT = 2048
 TMP_MAX_AGE = 24 * 3600  # a temp file this old belongs to a process that died
 TMP_PREFIX = "rb-tmp-"  # every temp reprobuild makes in cache/tmp starts so (or ".tmp-")
-# mkstemp adds 8 characters of [a-z0-9_]; atomic_write uses ".tmp-" + those + "-NAME"
+# mkstemp adds 8 characters of [a-z0-9_]; atomic_write uses ".tmp-" + 8 hex digits + "-NAME"
 _OUR_TMP = re.compile(r"(rb-tmp-[a-z]*-?|\.tmp-)[a-z0-9_]{8}(-.*)?\Z")
 _OBJECT_NAME = re.compile(r"[0-9a-f]{30}(\.dir)?\Z")
 _HEX2 = re.compile(r"[0-9a-f]{2}\Z")
@@ -536,7 +536,8 @@ class Cache:
         return tmp, fd
 
     def object_dir(self, folder: str) -> None:
-        """make_dirs of an object's `ab/` folder, asked of the filesystem once per process."""
+        """make_dirs of a cache folder written into again and again (an object's or run
+        record's `ab/`, tmp/), asked of the filesystem once per process."""
         if folder not in self._object_dirs:
             self.make_dirs(folder)
             self._object_dirs.add(folder)
@@ -806,8 +807,8 @@ class Cache:
         if pulled:
             record["pulled"] = True
         target = self.run_path(key)
-        self.make_dirs(target.parent)
-        self.make_dirs(self.tmp)
+        self.object_dir(str(target.parent))
+        self.object_dir(str(self.tmp))
         atomic_write(
             target,
             json.dumps(record, sort_keys=True, indent=1).encode(),

@@ -255,9 +255,13 @@ class Builder:
                     if stop:
                         break
                     continue
-                from concurrent.futures import FIRST_COMPLETED, wait  # (loaded by the executor)
+                from .executors import Done  # (loaded when the stage was started)
 
-                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                done = [f for f in running if isinstance(f, Done)]  # run_here's: finished
+                if not done:
+                    from concurrent.futures import FIRST_COMPLETED, wait  # (the pool loaded it)
+
+                    done, _ = wait(list(running), return_when=FIRST_COMPLETED)
                 for fut in sorted(done, key=lambda f: order[running[f][0].stage]):
                     d, job = running.pop(fut)
                     failed = not self._finish(d, job, fut)

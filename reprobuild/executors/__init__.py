@@ -65,6 +65,18 @@ class JobResult:
     refused: str | None = None  # why an out could not be stored (a FIFO, a symlink out)
 
 
+class Done:
+    """What run_here returns: a job already finished, read as a Future is (`result()`)."""
+
+    def __init__(self, value=None, error: BaseException | None = None):
+        self.value, self.error = value, error
+
+    def result(self):
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
 def run_job(job: Job, on_line=None, started=None, should_stop=None) -> JobResult:
     """Run, check and store one stage. `started(proc)` lets the caller terminate it."""
     start = time.monotonic()
@@ -120,7 +132,8 @@ def run_job(job: Job, on_line=None, started=None, should_stop=None) -> JobResult
 def _run_one(job: Job, cmd: str, log, on_line, started, environ=None) -> int:
     if on_line is None:  # nobody reads it live: the command writes its log itself
         log.flush()
-        if os.path.realpath(job.cwd) == os.getcwd():
+        here = os.getcwd()  # a real path: equal strings need no realpath's lstat per folder
+        if job.cwd == here or os.path.realpath(job.cwd) == here:
             return _spawn(cmd, log, started, environ)
     proc = subprocess.Popen(
         ["sh", "-c", cmd],

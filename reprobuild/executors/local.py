@@ -4,32 +4,34 @@ from __future__ import annotations
 
 import signal
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 
-from . import Job, _kill_group, run_job
+from . import Done, Job, _kill_group, run_job
 
 
 class LocalExecutor:
     def __init__(self, jobs: int, on_line=None):
-        self.pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="stage")
+        self.jobs = max(1, jobs)
+        self.pool = None  # made at the first submit(): a chain runs every stage here
         self.on_line = on_line
         self._procs: dict[str, object] = {}
         self._lock = threading.Lock()
         self.stopping = False
 
-    def submit(self, job: Job) -> Future:
+    def submit(self, job: Job):
+        if self.pool is None:
+            from concurrent.futures import ThreadPoolExecutor  # (and logging: 4 ms)
+
+            self.pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="stage")
         return self.pool.submit(self._run, job)
 
-    def run_here(self, job: Job) -> Future:
+    def run_here(self, job: Job) -> Done:
         """submit(), on the calling thread: for a stage with nothing beside it, whose
         result is waited for at once. Ctrl-C reaches terminate() as usual (the builder's
         signal handler runs on this thread between the waits)."""
-        fut: Future = Future()
         try:
-            fut.set_result(self._run(job))
+            return Done(self._run(job))
         except Exception as exc:  # as a pool thread would hand it over
-            fut.set_exception(exc)
-        return fut
+            return Done(error=exc)
 
     def _run(self, job: Job):
         def started(proc):
@@ -51,4 +53,5 @@ class LocalExecutor:
             _kill_group(proc, signal.SIGKILL if kill else signal.SIGTERM)
 
     def shutdown(self) -> None:
-        self.pool.shutdown(wait=True)
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)

@@ -123,7 +123,8 @@ def _save_copy(parsed_copy: Path, digest: str, stages: dict, sources: dict) -> N
         return
     doc = {"lock_hash": digest, "stages": stages, "sources": sources}
     try:
-        atomic_write(parsed_copy, json.dumps(doc).encode())
+        # unsynced: after a power cut a torn copy fails its hash or JSON and is remade
+        atomic_write(parsed_copy, json.dumps(doc).encode(), sync=False)
     except (OSError, TypeError, ValueError):
         pass  # only a cache
 
@@ -354,7 +355,8 @@ class LockWriter:
             return
         if self.before_write is not None:
             self.before_write()
-        write(self.path, self.stages, self.parsed_copy, self.sources)
+        # the parsed copy serves the next command, so only the final write makes it
+        write(self.path, self.stages, self.parsed_copy if force else None, self.sources)
         self.last_cost = time.monotonic() - now
         self.last_write = time.monotonic()
         self.pending = False

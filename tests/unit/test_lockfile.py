@@ -1,4 +1,5 @@
 import copy
+import json
 
 from reprobuild import lockfile
 
@@ -58,6 +59,17 @@ def test_writer_keeps_to_its_budget_before_its_first_write(tmp_path):
     assert path.read_bytes() == before
     w.close()
     assert lockfile.read(path)[0]["s0"]["key"] == "1" * 32
+
+
+def test_writer_leaves_the_parsed_copy_to_its_final_write(tmp_path):
+    path, copy = tmp_path / "reprobuild.lock", tmp_path / "reprobuild.lock.json"
+    w = lockfile.LockWriter(path, {}, parsed_copy=copy)  # nothing yet: writes at once
+    w.update("s0", ENTRY)
+    assert path.exists() and not copy.exists()
+    w.update("s1", ENTRY)
+    w.close()
+    assert set(json.loads(copy.read_bytes())["stages"]) == {"s0", "s1"}
+    assert lockfile.read(path, copy)[0].keys() == lockfile.read(path)[0].keys()
 
 
 def test_writer_is_atomic_and_final(tmp_path):

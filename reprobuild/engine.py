@@ -11,7 +11,6 @@ import os
 import signal
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from . import alarm as alarm_mod
 from . import decision as dmod
@@ -19,7 +18,7 @@ from . import gitignore, sources
 from .cache import CorruptObject, MissingObject, UnsafeOut
 from .decision import RESTORE, RUN, SKIP, Decision
 from .errors import UsageError
-from .fsutil import remove_path
+from .fsutil import Trash
 from .hashing import HEX32, Meta, NotRegularFile
 from .project import Project
 from .reporter import Reporter
@@ -148,6 +147,7 @@ def build(project: Project, opts: BuildOptions, reporter: Reporter, executor=Non
         writer = project.lock_writer(entries)
         try:
             builder = Builder(project, opts, reporter, entries, writer)
+            builder.trash.empty(everything=True)  # what a killed build left
             builder.sync_sources(names)
             summary = builder.run(names, executor)
             gitignore.sync(project)
@@ -176,6 +176,7 @@ class Builder:
         self.source_metas: dict = {}  # path -> content of each source, hashed once
         self.claims: dict = {}  # stage -> release() of its key claim, held until recorded
         self.executor = None  # made when a stage first runs: a no-op build needs none
+        self.trash = Trash(project.ws.state_dir / "trash")  # outs about to be replaced
         self.jobs = 1
         self.remote = None
         if opts.pull:
@@ -278,6 +279,7 @@ class Builder:
             restore_signals()
             if self.executor is not None:
                 self.executor.shutdown()
+            self.trash.empty()
             for release in self.claims.values():
                 release()
         if self.remote is not None:
@@ -304,7 +306,7 @@ class Builder:
         from .executors.local import LocalExecutor
 
         on_line = self.reporter.stage_output if self.reporter.shows_output else None
-        return LocalExecutor(jobs, on_line=on_line)
+        return LocalExecutor(jobs, on_line=on_line, idle=self.trash.empty)
 
     def _accounted(self) -> set:
         s = self.summary
@@ -479,7 +481,7 @@ class Builder:
             path = self.p.prober.abspath(out.path)
             if out.persist:
                 continue
-            remove_path(Path(path))
+            self.trash.put(path)  # deleted while the stage runs (LocalExecutor's `idle`)
             os.makedirs(os.path.dirname(path), exist_ok=True)
 
     def _restore(self, d: Decision) -> None:

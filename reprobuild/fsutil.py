@@ -6,6 +6,7 @@ one, never half of one.
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 from pathlib import Path
@@ -323,6 +324,56 @@ def remove_path(path: Path) -> None:
         os.unlink(path)
     elif os.path.isdir(path):
         shutil.rmtree(path, onerror=_make_writable_and_retry)
+
+
+class Trash:
+    """Outs a stage is about to replace, moved aside (a rename) and deleted while the
+    stage runs: freeing a big file's blocks, or a folder's files, then costs the build
+    nothing. `folder` is the workspace's `.reprobuild/trash/`; what a killed build left
+    there is deleted by the next one (`empty(everything=True)`). Where a rename cannot
+    move a path (another filesystem), it is deleted at once."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self._items: list[str] = []
+        self._names = itertools.count()
+        self._made = False
+
+    def put(self, path: str) -> None:
+        if not self._made:
+            os.makedirs(self.folder, exist_ok=True)
+            self._made = True
+        aside = os.path.join(self.folder, f"{os.getpid()}-{next(self._names)}")
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return  # nothing there to replace
+        except OSError:
+            remove_path(Path(path))
+            return
+        self._items.append(aside)
+
+    def empty(self, everything: bool = False) -> None:
+        """Delete what was put here (safe from several threads: each item is popped once);
+        with `everything`, also what a killed build left. Never raises."""
+        while self._items:
+            try:
+                aside = self._items.pop()
+            except IndexError:
+                break
+            _remove_quietly(aside)
+        if everything and os.path.isdir(self.folder):
+            for name in os.listdir(self.folder):
+                _remove_quietly(os.path.join(self.folder, name))
+
+
+def _remove_quietly(path: str) -> None:
+    """Trash that cannot be deleted now (a read-only folder of an out) stays for the next
+    build to try again: it fails no build, and it runs beside a stage's process."""
+    try:
+        remove_path(Path(path))
+    except OSError:
+        pass
 
 
 def _make_writable_and_retry(func, path, _exc):

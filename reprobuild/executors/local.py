@@ -9,8 +9,9 @@ from . import Done, Job, _kill_group, run_job
 
 
 class LocalExecutor:
-    def __init__(self, jobs: int, on_line=None):
+    def __init__(self, jobs: int, on_line=None, idle=None):
         self.jobs = max(1, jobs)
+        self.idle = idle  # work for this thread while a stage's process runs (engine's trash)
         self.pool = None  # made at the first submit(): a chain runs every stage here
         self.on_line = on_line
         self._procs: dict[str, object] = {}
@@ -37,6 +38,8 @@ class LocalExecutor:
         def started(proc):
             with self._lock:
                 self._procs[job.stage] = proc
+            if self.idle is not None:
+                self.idle()
 
         try:
             return run_job(job, self.on_line, started, lambda: self.stopping)

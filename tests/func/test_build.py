@@ -369,3 +369,52 @@ def test_a_command_gets_default_sigpipe(ws, quiet):
     assert r.code == 0, r.err
     log = (ws.root / ".reprobuild/logs/pipe.log").read_text()
     assert "Broken pipe" not in log and log.splitlines() == ["y"]
+
+
+WAIT_FOR_TRASH = """\
+import os, sys, time
+trash = ".reprobuild/trash"
+deadline = time.time() + 10
+while os.path.isdir(trash) and os.listdir(trash) and time.time() < deadline:
+    time.sleep(0.01)
+left = len(os.listdir(trash)) if os.path.isdir(trash) else -1
+os.makedirs("big", exist_ok=True)
+for i in range(50):
+    open(f"big/{i}.txt", "w").write(f"{i} {sys.argv[1]}\\n")
+open("seen.txt", "w").write(f"{left}\\n")
+"""
+
+
+def test_replaced_outs_are_deleted_while_the_stage_runs(ws):
+    ws.write(
+        {
+            "reprobuild.yaml": """\
+                stages:
+                  make:
+                    cmd: python make.py ${v}
+                    deps: [make.py]
+                    outs: [big/, seen.txt]
+                """,
+            "params.yaml": "v: 1\n",
+            "make.py": WAIT_FOR_TRASH,
+        }
+    )
+    assert stages_run(ws.run("build")) == ["make"]
+    ws.write({"params.yaml": "v: 2\n"})
+    assert stages_run(ws.run("build")) == ["make"]
+    # the old big/ and seen.txt were moved aside, then deleted while the command ran
+    assert (ws.root / "seen.txt").read_text() == "0\n"
+    assert (ws.root / "big/0.txt").read_text() == "0 2\n"
+    assert os.listdir(ws.root / ".reprobuild/trash") == []
+
+
+def test_what_a_killed_build_left_in_the_trash_is_deleted_by_the_next(ws):
+    ws.write(
+        {
+            "reprobuild.yaml": "stages:\n  s:\n    cmd: echo hi > out.txt\n    outs: [out.txt]\n",
+            ".reprobuild/trash/999-0/a/b.txt": "left by a killed build\n",
+            ".reprobuild/trash/999-1": "another\n",
+        }
+    )
+    assert stages_run(ws.run("build")) == ["s"]
+    assert os.listdir(ws.root / ".reprobuild/trash") == []

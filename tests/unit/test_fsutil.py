@@ -1,10 +1,15 @@
 """fsutil.on_processes: forked workers for per-file work. Each check runs in a process of
-its own: forking pytest's, whose other threads may hold a lock, could hang."""
+its own: forking pytest's, whose other threads may hold a lock, could hang. And the
+build's Trash."""
 
+import errno
+import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+from reprobuild import fsutil
 
 ROOT = str(Path(__file__).resolve().parents[2])
 
@@ -72,3 +77,41 @@ def test_an_error_in_a_child_is_raised_as_itself_and_stops_the_others():
         """
     )
     assert r.returncode == 0 and r.stdout == "ok\n", r.stderr
+
+
+def test_trash_moves_aside_then_deletes_and_never_raises(tmp_path, monkeypatch):
+    trash = fsutil.Trash(tmp_path / "trash")
+    (tmp_path / "out.txt").write_text("old")
+    (tmp_path / "outdir").mkdir()
+    (tmp_path / "outdir/a.txt").write_text("a")
+    trash.put(str(tmp_path / "out.txt"))
+    trash.put(str(tmp_path / "outdir"))
+    trash.put(str(tmp_path / "missing"))  # nothing there: nothing to do
+    assert not (tmp_path / "out.txt").exists() and not (tmp_path / "outdir").exists()
+    assert len(os.listdir(tmp_path / "trash")) == 2
+    trash.empty()
+    assert os.listdir(tmp_path / "trash") == []
+
+    # a path a rename cannot move (another filesystem) is deleted at once
+    (tmp_path / "far.txt").write_text("x")
+    monkeypatch.setattr(fsutil.os, "rename", _raise(OSError(errno.EXDEV, "cross-device")))
+    trash.put(str(tmp_path / "far.txt"))
+    assert not (tmp_path / "far.txt").exists()
+    monkeypatch.undo()
+
+    # what cannot be deleted now stays for the next build, and fails nothing
+    (tmp_path / "stuck").write_text("x")
+    trash.put(str(tmp_path / "stuck"))
+    monkeypatch.setattr(fsutil.os, "unlink", _raise(PermissionError(errno.EACCES, "no")))
+    trash.empty(everything=True)
+    monkeypatch.undo()
+    assert len(os.listdir(tmp_path / "trash")) == 1
+    trash.empty(everything=True)
+    assert os.listdir(tmp_path / "trash") == []
+
+
+def _raise(exc):
+    def fail(*args, **kwargs):
+        raise exc
+
+    return fail

@@ -148,6 +148,7 @@ class Cache:
         self._unsynced = False  # objects or records written without fsync since commit()
         self._object_dirs: set[str] = set()  # objects/ab folders known to exist
         self._unnamed_ok = hasattr(os, "O_TMPFILE")  # write_object: until the system says no
+        self._real_roots: dict[str, tuple] = {}  # _check_links: workspace -> its real roots
 
     # -- a cache shared by a group -------------------------------------------------
 
@@ -290,9 +291,16 @@ class Cache:
     def _check_links(self, path: str, workspace: str) -> None:
         """UnsafeOut when `path`, or a symlink below it, leads out of the workspace (or into
         its .git, or into this cache other than its objects)."""
-        real_ws = os.path.realpath(workspace)
-        forbidden = (os.path.join(real_ws, ".git"), os.path.realpath(self.root))
-        objects = os.path.realpath(self.objects)
+        roots = self._real_roots.get(workspace)
+        if roots is None:  # once per workspace: each realpath is an lstat per folder
+            real_ws = os.path.realpath(workspace)
+            roots = (
+                real_ws,
+                (os.path.join(real_ws, ".git"), os.path.realpath(self.root)),
+                os.path.realpath(self.objects),
+            )
+            self._real_roots[workspace] = roots
+        real_ws, forbidden, objects = roots
 
         def check(p: str) -> None:
             real = os.path.realpath(p)

@@ -306,7 +306,7 @@ class Builder:
         from .executors.local import LocalExecutor
 
         on_line = self.reporter.stage_output if self.reporter.shows_output else None
-        return LocalExecutor(jobs, on_line=on_line, idle=self.trash.empty)
+        return LocalExecutor(jobs, on_line=on_line, idle=self.trash.empty, cache=self.p.cache)
 
     def _accounted(self) -> set:
         s = self.summary
@@ -482,7 +482,9 @@ class Builder:
             if out.persist:
                 continue
             self.trash.put(path)  # deleted while the stage runs (LocalExecutor's `idle`)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+            folder = os.path.dirname(path)
+            if not os.path.isdir(folder):  # one stat, where makedirs costs three
+                os.makedirs(folder, exist_ok=True)
 
     def _restore(self, d: Decision) -> None:
         for path, meta in d.record.items():

@@ -77,10 +77,12 @@ class Done:
         return self.value
 
 
-def run_job(job: Job, on_line=None, started=None, should_stop=None) -> JobResult:
-    """Run, check and store one stage. `started(proc)` lets the caller terminate it."""
+def run_job(job: Job, on_line=None, started=None, should_stop=None, cache=None) -> JobResult:
+    """Run, check and store one stage. `started(proc)` lets the caller terminate it;
+    `cache`: the build's own Cache when it runs in the builder's process."""
     start = time.monotonic()
-    os.makedirs(os.path.dirname(job.log_path), exist_ok=True)
+    if not os.path.isdir(os.path.dirname(job.log_path)):
+        os.makedirs(os.path.dirname(job.log_path), exist_ok=True)
     environ = None
     with open(job.log_path, "wb") as log:
         if job.env is not None:
@@ -117,7 +119,7 @@ def run_job(job: Job, on_line=None, started=None, should_stop=None) -> JobResult
     from ..machine import profile
 
     try:
-        outs, stats = _store(job)
+        outs, stats = _store(job, cache)
     except (UnsafeOut, NotRegularFile) as exc:
         return JobResult(0, time.monotonic() - start, refused=str(exc))
     return JobResult(
@@ -209,12 +211,13 @@ def _kill_group(proc, sig) -> None:
         pass
 
 
-def _store(job: Job) -> tuple[dict[str, Meta], list]:
+def _store(job: Job, cache=None) -> tuple[dict[str, Meta], list]:
     from ..cache import Cache
     from ..hashing import Hasher, StatCache
 
     hasher = Hasher(StatCache(None))
-    cache = Cache(job.cache_root, link=job.link)
+    if cache is None or str(cache.root) != job.cache_root or cache.link != job.link:
+        cache = Cache(job.cache_root, link=job.link)
     outs = {}
     for out in job.outs:
         outs[out.path] = (

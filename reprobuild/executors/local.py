@@ -9,9 +9,10 @@ from . import Done, Job, _kill_group, run_job
 
 
 class LocalExecutor:
-    def __init__(self, jobs: int, on_line=None, idle=None):
+    def __init__(self, jobs: int, on_line=None, idle=None, cache=None):
         self.jobs = max(1, jobs)
         self.idle = idle  # work for this thread while a stage's process runs (engine's trash)
+        self.cache = cache  # the build's Cache: what it learns (real paths, folders) is kept
         self.pool = None  # made at the first submit(): a chain runs every stage here
         self.on_line = on_line
         self._procs: dict[str, object] = {}
@@ -42,7 +43,7 @@ class LocalExecutor:
                 self.idle()
 
         try:
-            return run_job(job, self.on_line, started, lambda: self.stopping)
+            return run_job(job, self.on_line, started, lambda: self.stopping, self.cache)
         finally:
             with self._lock:
                 self._procs.pop(job.stage, None)

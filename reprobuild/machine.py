@@ -141,24 +141,61 @@ def _first_python(path: str | None) -> str:
     return shutil.which("python", path=path) or shutil.which("python3", path=path) or sys.executable
 
 
+def _inputs(environ) -> tuple[str, tuple, str, tuple]:
+    """What the probe's answer depends on besides the machine: (python, numeric
+    variables, PATH, loader variables) of a stage run with `environ`."""
+    numeric = tuple((v, environ[v]) for v in NUMERIC_VARS if v in environ)
+    loader = tuple(environ.get(v, "") for v in LOADER_VARS)
+    return stage_python(environ), numeric, environ.get("PATH", ""), loader
+
+
+def start_probe(state_dir: str) -> None:
+    """Start the probe for a stage run in this process's environment now, when no kept
+    answer serves (a fresh workspace, a new package): a build calls it before parsing
+    its pipeline, so the ~0.1 s probe runs on another core meanwhile and the first
+    stage's profile() takes its answer. One never taken is killed at exit."""
+    python, numeric, path, loader = inputs = _inputs(os.environ)
+    key = [platform.node(), _boot_id(), python, list(map(list, numeric)), *loader]
+    if inputs in _ahead or _kept_probe(state_dir, key, python) is not None:
+        return
+    try:
+        proc = subprocess.Popen(
+            [python, "-c", PROBE],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=_probe_env(numeric, path, loader),
+        )
+    except OSError:
+        return
+    _ahead[inputs] = proc
+    import atexit
+
+    atexit.register(_stop, proc)
+
+
+_ahead: dict = {}  # start_probe: _inputs -> the probe process started ahead
+
+
+def _stop(proc) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
 def profile(environ: dict | None = None, state_dir: str | None = None) -> dict:
     """The profile of this machine, as the stage (run with `environ`) saw it; `state_dir`
     keeps the library probe's answer across builds (see above)."""
     environ = os.environ if environ is None else environ
-    numeric = tuple((v, environ[v]) for v in NUMERIC_VARS if v in environ)
+    python, numeric, path, loader = _inputs(environ)
     model, simd = cpu()
     doc = {
         "cpu": model,
         "machine": platform.machine(),
         "cpus": os.cpu_count() or 1,
         "simd": list(simd),
-        **_libraries(
-            stage_python(environ),
-            numeric,
-            environ.get("PATH", ""),
-            tuple(environ.get(v, "") for v in LOADER_VARS),
-            state_dir,
-        ),
+        **_libraries(python, numeric, path, loader, state_dir),
         "vars": dict(numeric),
     }
     return doc
@@ -246,8 +283,7 @@ def _keep_probe(state_dir: str, key: list, python: str, paths, libraries: dict) 
         pass
 
 
-def _probe(python: str, numeric: tuple, path: str, loader: tuple) -> dict | None:
-    """What the probe printed in the stage's interpreter; None when it failed."""
+def _probe_env(numeric: tuple, path: str, loader: tuple) -> dict:
     env = {**os.environ, **dict(numeric), "PATH": path}
     for name, value in zip(LOADER_VARS, loader, strict=True):
         if value:
@@ -257,18 +293,32 @@ def _probe(python: str, numeric: tuple, path: str, loader: tuple) -> dict | None
     for name in NUMERIC_VARS:
         if name not in dict(numeric):
             env.pop(name, None)
+    return env
+
+
+def _probe(python: str, numeric: tuple, path: str, loader: tuple) -> dict | None:
+    """What the probe printed in the stage's interpreter (the one started ahead, if
+    any); None when it failed."""
+    ahead = _ahead.pop((python, numeric, path, loader), None)
     try:
-        proc = subprocess.run(
-            [python, "-c", PROBE],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            env=env,
-            stdin=subprocess.DEVNULL,
-        )
-        doc = json.loads(proc.stdout) if proc.returncode == 0 else None
+        if ahead is not None:
+            out, _ = ahead.communicate(timeout=30)
+            code = ahead.returncode
+        else:
+            done = subprocess.run(
+                [python, "-c", PROBE],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                env=_probe_env(numeric, path, loader),
+                stdin=subprocess.DEVNULL,
+            )
+            out, code = done.stdout, done.returncode
+        doc = json.loads(out) if code == 0 else None
         return doc if isinstance(doc, dict) else None
     except (OSError, ValueError, subprocess.TimeoutExpired):
+        if ahead is not None:
+            _stop(ahead)
         return None
 
 

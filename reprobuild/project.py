@@ -79,7 +79,10 @@ class Project:
         cache_opt: str | None = None,
         cwd: Path | None = None,
         check_missing: bool = True,
+        before_parse=None,
     ) -> Project:
+        """`before_parse(ws)` runs when the plan cache cannot serve, before the pipeline
+        file is parsed (a build starts the machine probe there, to run meanwhile)."""
         ws = open_workspace(file_opt, cwd)
         cache = hasher = None
         doc = plan_mod.read(ws)
@@ -91,6 +94,8 @@ class Project:
             if found is not None:
                 pipe = found.pipeline
                 return cls._made(ws, pipe, None, cache, hasher, found.edges, found.order, True)
+        if before_parse is not None:
+            before_parse(ws)
         started = plan_mod.started()
         seen = pipeline_mod.Observed()
         pipe = pipeline_mod.load(ws, cache_opt, seen)

@@ -285,11 +285,11 @@ def _error(message: str, hint: str | None, verbose: bool) -> None:
     print(clean(line), file=sys.stderr)
 
 
-def _open(args):
+def _open(args, before_parse=None):
     """The project; on a terminal, hashing a large file shows a progress bar."""
     from ..project import Project
 
-    project = Project.open(args.file, args.cache_dir)
+    project = Project.open(args.file, args.cache_dir, before_parse=before_parse)
     if sys.stderr.isatty() and not args.quiet:
         from .console import HashProgress, make_console
 
@@ -322,12 +322,20 @@ def cmd_init(args) -> int:
     return EXIT_OK
 
 
+def _start_probe(ws) -> None:
+    """A build whose pipeline must be parsed (a fresh workspace's first) probes the
+    machine meanwhile, on another core (machine.start_probe)."""
+    from ..machine import start_probe
+
+    start_probe(str(ws.state_dir))
+
+
 def cmd_build(args) -> int:
     from ..engine import BuildOptions, build
 
     if args.jobs < 0:
         raise UsageError("-j takes a number >= 0")
-    project = _open(args)
+    project = _open(args, None if args.dry_run else _start_probe)
     executor, scheduler, retries = _executor_settings(args, project.pipeline.executor)
     opts = BuildOptions(
         targets=tuple(args.targets),

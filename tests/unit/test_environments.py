@@ -141,3 +141,45 @@ def test_the_library_probe_is_kept_until_the_interpreter_or_its_packages_change(
         f.write_text("{broken")
     profile()
     assert len(probes) == 4  # a damaged file is a new probe, not an error
+
+
+def test_the_probe_started_ahead_is_the_one_the_first_stage_takes(tmp_path, monkeypatch):
+    """A fresh workspace's build starts the probe before parsing its pipeline; the first
+    profile() takes that answer instead of probing again; a kept answer starts none."""
+    import os
+    import subprocess
+    import sys
+
+    state = tmp_path / "state"
+    monkeypatch.setattr(machine.os, "environ", {"PATH": os.path.dirname(sys.executable)})
+    machine._libraries.cache_clear()
+    monkeypatch.setattr(machine, "_ahead", {})
+    runs, started = [], []
+    real_run, real_popen = subprocess.run, subprocess.Popen
+    monkeypatch.setattr(
+        machine.subprocess, "run", lambda *a, **k: runs.append(a) or real_run(*a, **k)
+    )
+    monkeypatch.setattr(
+        machine.subprocess, "Popen", lambda *a, **k: started.append(a) or real_popen(*a, **k)
+    )
+    machine.start_probe(str(state))
+    assert len(started) == 1 and len(machine._ahead) == 1
+    machine.start_probe(str(state))  # already under way
+    assert len(started) == 1
+    state.mkdir()
+    first = machine.profile(None, str(state))
+    assert runs == [] and machine._ahead == {}  # the answer came from the probe started ahead
+    assert list((state / "machine").iterdir())  # an answer (none when a probe fails), kept
+    machine._libraries.cache_clear()  # as the next build (a new process) would
+    machine.start_probe(str(state))
+    assert len(started) == 1  # kept: nothing to start
+    assert machine.profile(None, str(state)) == first and runs == []
+
+
+def test_a_probe_started_ahead_and_never_taken_is_stopped(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    machine._stop(proc)
+    assert proc.returncode is not None

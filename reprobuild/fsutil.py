@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import stat
 import sys
 from pathlib import Path
 
@@ -35,9 +36,12 @@ def atomic_write(
             write_all(fd, data)
             if sync:
                 os.fsync(fd)
-            os.fchmod(fd, mode)  # exactly `mode`, whatever the umask
+            if hasattr(os, "fchmod"):  # (Windows before Python 3.13 has none)
+                os.fchmod(fd, mode)  # exactly `mode`, whatever the umask
         finally:
             os.close(fd)
+        if not hasattr(os, "fchmod"):
+            os.chmod(tmp, mode)
         faults.point(f"{what}:tmp-written")
         os.replace(tmp, path)
     except BaseException:
@@ -339,8 +343,25 @@ class Trash:
         self._names = itertools.count()
         self._made = False
 
+    def _usable(self) -> bool:
+        """The trash and the state folder holding it are real folders, not symlinks (a
+        cloned repository could commit `.reprobuild/trash -> ../..`) nor files."""
+        for folder in (os.path.dirname(self.folder), str(self.folder)):
+            try:
+                st = os.lstat(folder)
+            except FileNotFoundError:
+                continue
+            except OSError:
+                return False
+            if not stat.S_ISDIR(st.st_mode):  # lstat: a symlink is not a folder here
+                return False
+        return True
+
     def put(self, path: str) -> None:
         if not self._made:
+            if not self._usable():
+                remove_path(Path(path))
+                return
             os.makedirs(self.folder, exist_ok=True)
             self._made = True
         aside = os.path.join(self.folder, f"{os.getpid()}-{next(self._names)}")
@@ -362,8 +383,12 @@ class Trash:
             except IndexError:
                 break
             _remove_quietly(aside)
-        if everything and os.path.isdir(self.folder):
-            for name in os.listdir(self.folder):
+        if everything and self._usable() and os.path.isdir(self.folder):
+            try:
+                names = os.listdir(self.folder)
+            except OSError:
+                names = []
+            for name in names:
                 _remove_quietly(os.path.join(self.folder, name))
 
 

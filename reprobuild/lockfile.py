@@ -355,8 +355,7 @@ class LockWriter:
             return
         if self.before_write is not None:
             self.before_write()
-        # the parsed copy serves the next command, so only the final write makes it
-        write(self.path, self.stages, self.parsed_copy if force else None, self.sources)
+        write(self.path, self.stages, self.parsed_copy, self.sources)
         self.last_cost = time.monotonic() - now
         self.last_write = time.monotonic()
         self.pending = False

@@ -115,3 +115,22 @@ def _raise(exc):
         raise exc
 
     return fail
+
+
+def test_a_symlinked_trash_is_never_followed(tmp_path):
+    """A cloned repository could commit `.reprobuild/trash -> ../..`: outs are then deleted
+    in place, and nothing the link leads to is touched."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "thesis.tex").write_text("years of work")
+    state = tmp_path / "ws/.reprobuild"
+    state.mkdir(parents=True)
+    (state / "trash").symlink_to(outside)
+    (tmp_path / "ws/out.txt").write_text("old")
+    trash = fsutil.Trash(state / "trash")
+    trash.empty(everything=True)
+    trash.put(str(tmp_path / "ws/out.txt"))
+    trash.empty(everything=True)
+    assert not (tmp_path / "ws/out.txt").exists()
+    assert (outside / "thesis.tex").read_text() == "years of work"
+    assert os.listdir(outside) == ["thesis.tex"]

@@ -200,8 +200,17 @@ def test_generated_documents_are_written_as_yaml_writes_them(name):
     assert taken > 1000  # most documents take the fast path, or this proves little
 
 
+@pytest.mark.parametrize("name", sorted(DUMPERS))
+def test_keys_near_yamls_simple_key_limit(name):
+    for n in range(118, 131):
+        for data in ({"k" * n: 1}, {"a": Flow([("k" * n, 1)])}):
+            got = yamlemit.dump(data)
+            if got is not None:
+                assert got == by_yaml(data, DUMPERS[name]), n
+
+
 def test_what_it_declines_goes_through_yaml():
-    for data in ({"a": []}, {"a": {}}, {"a": [{"b": 1}]}, {"a": "naïve"}, {"a" * 128: 1}):
+    for data in ({"a": []}, {"a": {}}, {"a": [{"b": 1}]}, {"a": "naïve"}, {"a" * 123: 1}):
         assert yamlemit.dump(data) is None
 
 

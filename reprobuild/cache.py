@@ -146,7 +146,7 @@ class Cache:
         self._shared: tuple[int, int] | None | bool = False  # (mode, gid) of a group cache
         self.trust = None  # signature.Trust: what a pulled run record must be signed by
         self._unsynced = False  # objects or records written without fsync since commit()
-        self._object_dirs: set[str] = set()  # objects/ab folders known to exist
+        self._object_dirs: set[str] = set()  # object_dir: folders known to exist
         self._unnamed_ok = hasattr(os, "O_TMPFILE")  # write_object: until the system says no
         self._real_roots: dict[str, tuple] = {}  # _check_links: workspace -> its real roots
 

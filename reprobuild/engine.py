@@ -147,7 +147,6 @@ def build(project: Project, opts: BuildOptions, reporter: Reporter, executor=Non
         writer = project.lock_writer(entries)
         try:
             builder = Builder(project, opts, reporter, entries, writer)
-            builder.trash.empty(everything=True)  # what a killed build left
             builder.sync_sources(names)
             summary = builder.run(names, executor)
             gitignore.sync(project)

@@ -334,8 +334,9 @@ class Trash:
     """Outs a stage is about to replace, moved aside (a rename) and deleted while the
     stage runs: freeing a big file's blocks, or a folder's files, then costs the build
     nothing. `folder` is the workspace's `.reprobuild/trash/`; what a killed build left
-    there is deleted by the next one (`empty(everything=True)`). Where a rename cannot
-    move a path (another filesystem), it is deleted at once."""
+    there is deleted when the next build first puts something in it. Where a rename
+    cannot move a path (another filesystem, or the trash is not a real folder), it is
+    deleted at once."""
 
     def __init__(self, folder: Path):
         self.folder = folder
@@ -364,6 +365,7 @@ class Trash:
                 return
             os.makedirs(self.folder, exist_ok=True)
             self._made = True
+            self.empty(everything=True)  # what a killed build left
         aside = os.path.join(self.folder, f"{os.getpid()}-{next(self._names)}")
         try:
             os.rename(path, aside)
@@ -383,10 +385,10 @@ class Trash:
             except IndexError:
                 break
             _remove_quietly(aside)
-        if everything and self._usable() and os.path.isdir(self.folder):
+        if everything and self._usable():
             try:
                 names = os.listdir(self.folder)
-            except OSError:
+            except OSError:  # not there (yet), or unreadable
                 names = []
             for name in names:
                 _remove_quietly(os.path.join(self.folder, name))

@@ -155,8 +155,8 @@ def start_probe(state_dir: str) -> None:
     its pipeline, so the ~0.1 s probe runs on another core meanwhile and the first
     stage's profile() takes its answer. One never taken is killed at exit."""
     python, numeric, path, loader = inputs = _inputs(os.environ)
-    key = [platform.node(), _boot_id(), python, list(map(list, numeric)), *loader]
-    if inputs in _ahead or _kept_probe(state_dir, key, python) is not None:
+    kept = _kept_probe(state_dir, _key(python, numeric, loader), python)
+    if inputs in _ahead or kept is not None:  # ({} is an answer: no numpy there)
         return
     try:
         proc = subprocess.Popen(
@@ -205,7 +205,7 @@ def profile(environ: dict | None = None, state_dir: str | None = None) -> dict:
 def _libraries(
     python: str, numeric: tuple, path: str, loader: tuple, state_dir: str | None
 ) -> dict:
-    key = [platform.node(), _boot_id(), python, list(map(list, numeric)), *loader]
+    key = _key(python, numeric, loader)
     kept = _kept_probe(state_dir, key, python) if state_dir else None
     if kept is not None:
         return kept
@@ -216,6 +216,11 @@ def _libraries(
     if state_dir and os.path.isdir(state_dir):  # never made where a workspace is not
         _keep_probe(state_dir, key, python, paths, libraries)
     return libraries
+
+
+def _key(python: str, numeric: tuple, loader: tuple) -> list:
+    """What a kept probe answer is filed under (the module docstring's `key`)."""
+    return [platform.node(), _boot_id(), python, list(map(list, numeric)), *loader]
 
 
 def _boot_id() -> str:

@@ -8,7 +8,7 @@ sort_keys=False, default_flow_style=False, allow_unicode=True, width=WIDTH)`
 would, for the data a lockfile holds: mappings (block, or `Flow` on one
 line), lists of scalars, str, int, float, bool and None. For anything else
 it returns None and the caller uses yaml: a dict in a list, an empty
-container, a string outside printable ASCII, an empty key or one of 128
+container, a string outside printable ASCII, an empty key or one of 123
 characters or more. The rules are PyYAML's: emitter.analyze_scalar for a scalar's style,
 resolver.py's patterns for what a plain scalar would read back as, and the
 emitter's column bookkeeping for where long lines fold (_Writer). Tests
@@ -166,8 +166,8 @@ _WORDS = re.compile(r" +|[^ ]+")
 
 
 def _check_key(k) -> None:
-    """A key yaml writes as `? key` (not "simple": empty, or 128 characters or more)."""
-    # PyYAML counts the tag `!!str` too: a key of 123+ characters is not simple to it
+    """A key yaml may write as `? key` (not "simple"): empty, or long. libyaml's limit is
+    128 characters; PyYAML's counts the `!!str` tag too, so it is 123."""
     if not isinstance(k, str) or not k or len(k) >= 123:
         raise _Unsupported
 

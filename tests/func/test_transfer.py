@@ -6,6 +6,7 @@ in three parts (5 MiB, S3's smallest part, 5 MiB and the rest).
 
 from __future__ import annotations
 
+import io
 import random
 import signal
 import threading
@@ -83,8 +84,11 @@ class Counting(Progress):
 
 
 def window_is_free() -> bool:
-    """Every slot of the shared window of parts in flight is back (none leaked by a failure)."""
-    return all(w._value == transfer.IN_FLIGHT for w in transfer._windows.values())
+    """Every slot of the shared window of parts in flight is back (none leaked by a failure),
+    and the bodies kept for reuse are let go once no upload runs."""
+    return all(w._value == transfer.IN_FLIGHT for w in transfer._windows.values()) and all(
+        not b.free and not b.users for b in transfer._body_sets.values()
+    )
 
 
 def spy_ranges(monkeypatch) -> list:
@@ -220,6 +224,35 @@ def test_ctrl_c_during_a_multipart_upload_aborts_it(
     assert stuck.is_set()
     assert not remote.fs.exists(remote.object_path(meta.hash))
     assert multipart_uploads(s3_env, s3_bucket) == [] and window_is_free()
+
+
+def test_parts_beyond_the_window_reuse_bodies_and_arrive_intact(
+    tmp_path, s3_bucket, s3_env, small_parts, monkeypatch
+):
+    size = 2 * transfer.IN_FLIGHT * 5 * MiB + 777  # twice the window of parts, and a short one
+    cache = fresh(tmp_path, "local")
+    (tmp_path / "ws").mkdir()
+    (tmp_path / "ws/big.bin").write_bytes(big_bytes(seed=2, size=size))
+    meta = cache.insert(str(tmp_path / "ws/big.bin"), Hasher(StatCache(None)))
+    bodies = []  # kept alive, so that distinct bodies have distinct ids
+    real = transfer._read_part
+
+    def read_part(*args):
+        body, crc = real(*args)
+        bodies.append(body)
+        return body, crc
+
+    monkeypatch.setattr(transfer, "_read_part", read_part)
+    remote = s3_remote(s3_bucket, cache)
+    assert remote.push([meta], []).objects == 1
+    key = remote.object_path(meta.hash).split("/", 1)[1]
+    got = client(s3_env).get_object(Bucket=s3_bucket, Key=key)["Body"].read()
+    assert got == big_bytes(seed=2, size=size)  # no part overwritten by the next one's read
+    assert len(bodies) == 2 * transfer.IN_FLIGHT + 1
+    # a part is read into a sent part's body (the short last part gets its own)
+    assert len({id(b) for b in bodies}) <= transfer.IN_FLIGHT + 1
+    assert all(isinstance(b, io.BytesIO) for b in bodies)  # what every HTTP backend takes
+    assert window_is_free()
 
 
 def test_locally_corrupt_big_object_is_not_pushed(big, s3_bucket, s3_env, small_parts):

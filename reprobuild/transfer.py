@@ -17,6 +17,20 @@ abort: its parts stay invisible until a bucket lifecycle rule
 (AbortIncompleteMultipartUpload) removes them (`aws s3api
 list-multipart-uploads` lists them).
 
+A part is read (on a worker thread) into a BytesIO that owns its buffer, and
+later parts reuse the buffers of parts S3 has acknowledged (a failed or
+cancelled part's is dropped), so at most IN_FLIGHT buffers live. Given bytes,
+botocore wraps them in a BytesIO sharing them, and aiohttp's first look at it
+(getbuffer) copies the whole part into new memory on the event loop: that cost
+the client 2.1 s of CPU per GiB pushed, 1.9 s now (aws s3 cp: 1.7 s; medians of
+8-10 interleaved rounds, benchmarks/bench_push_ab.py). Most of what is left is
+what both clients do: the SHA-256 of each part that SigV4 asks for over http
+(0.5 s; botocore skips it over https when the part carries a checksum, as here),
+the CRC32 of each part (0.15 s), HTTP. The aws CLI hashes in its 10 threads;
+here botocore hashes on the one event loop that also sends: with payload hashing
+switched off (a diagnostic only) the client spends 1.3 s and pushes as fast as
+aws (1.05x), with it 0.92-0.93x.
+
 Download: the caller knows the object's size from the HEAD it made to open
 it; the object is cut into up to IN_FLIGHT equal byte ranges fetched at once,
 each written at its offset (pwrite) into the caller's temp file. The caller
@@ -38,9 +52,10 @@ MiB = 2**20
 # Only objects this big: below it, one request costs less than the part bookkeeping.
 THRESHOLD = 64 * MiB
 # Parts of 8 MiB with 4 in flight. The aws CLI sends 8 MiB parts, 10 at once. On this
-# 2-core machine the loopback server's CPU is the limit, and 4 at once uploads as fast as
-# 10 (1 GiB, three interleaved runs: 4 at once 154 MB/s, 10 at once 127 MB/s, 16 MiB
-# parts 132-147 MB/s, aws 128 MB/s, medians) with less memory (IN_FLIGHT x PART buffered).
+# 2-core machine the loopback server's CPU (moto: 5-9 s per GiB) is the limit, and more
+# at once or bigger parts are no faster (1 GiB, 8 interleaved rounds, medians: 4 at once
+# 205 MB/s, 6 at once 191, 16 MiB parts 201, aws 232; earlier, 10 at once 127 against
+# 4 at once 154) for more memory (IN_FLIGHT x PART buffered).
 PART = 8 * MiB
 IN_FLIGHT = 4
 # Downloads take up to IN_FLIGHT equal ranges, not aws's 8 MiB ones: the loopback server
@@ -193,14 +208,10 @@ def _read_part(
     fd: int, body: io.BytesIO | None, size: int, offset: int, hasher, crc: bool
 ) -> tuple[io.BytesIO, dict]:
     """The part's `size` bytes at `offset`, read into `body` (a sent part's, reused) or a
-    new one, added to the object's hash, and its CRC32 when the upload declared one.
-
-    The part goes out as a BytesIO that owns its buffer: given bytes, botocore wraps
-    them in a BytesIO sharing them, and aiohttp's first look at it (getbuffer) copies
-    the 8 MiB into a fresh buffer, on the event loop, with the page faults of new
-    memory. On a worker thread: the event loop that drives every request of the transfer
-    would otherwise stop for each read and checksum (with the loop doing them, 1 GiB
-    took 6.1 s instead of 5.6, best of 3 interleaved runs)."""
+    new BytesIO, added to the object's hash, and its CRC32 when the upload declared one.
+    On a worker thread: the event loop that drives every request of the transfer would
+    otherwise stop for each read and checksum (with the loop doing them, 1 GiB took
+    6.1 s instead of 5.6, best of 3 interleaved runs)."""
     if body is None:
         body = io.BytesIO()
         body.write(os.pread(fd, size, offset))

@@ -25,11 +25,11 @@ botocore wraps them in a BytesIO sharing them, and aiohttp's first look at it
 the client 2.1 s of CPU per GiB pushed, 1.9 s now (aws s3 cp: 1.7 s; medians of
 8-10 interleaved rounds, benchmarks/bench_push_ab.py). Most of what is left is
 what both clients do: the SHA-256 of each part that SigV4 asks for over http
-(0.5 s; botocore skips it over https when the part carries a checksum, as here),
-the CRC32 of each part (0.15 s), HTTP. The aws CLI hashes in its 10 threads;
-here botocore hashes on the one event loop that also sends: with payload hashing
-switched off (a diagnostic only) the client spends 1.3 s and pushes as fast as
-aws (1.05x), with it 0.92-0.93x.
+(0.5 s), the CRC32 of each part (0.15 s), HTTP. The aws CLI hashes in its 10
+threads; here botocore hashes on the one event loop that also sends: with payload
+hashing switched off (a diagnostic only) the client spends 1.3 s and pushes as
+fast as aws (1.05x), with it 0.92-0.93x. Over https botocore hashes no part
+when it computes the part's CRC32 itself (sent in a trailer), so there it does.
 
 Download: the caller knows the object's size from the HEAD it made to open
 it; the object is cut into up to IN_FLIGHT equal byte ranges fetched at once,
@@ -128,7 +128,7 @@ async def _upload(fs, local, path: str, digest: str, on_bytes) -> int | None:
     from .hashing import open_regular
 
     bucket, key, _ = fs.split_path(path)
-    checksum = await _checksum(fs)
+    checksum, own_crc = await _checksum(fs)
     created = await fs._call_s3("create_multipart_upload", Bucket=bucket, Key=key, **checksum)
     upload_id = created["UploadId"]
     ids = {"Bucket": bucket, "Key": key, "UploadId": upload_id}
@@ -173,7 +173,7 @@ async def _upload(fs, local, path: str, digest: str, on_bytes) -> int | None:
                         length,
                         offset,
                         hasher,
-                        bool(checksum),
+                        own_crc,
                     )
                 except BaseException:
                     window.release()
@@ -208,7 +208,7 @@ def _read_part(
     fd: int, body: io.BytesIO | None, size: int, offset: int, hasher, crc: bool
 ) -> tuple[io.BytesIO, dict]:
     """The part's `size` bytes at `offset`, read into `body` (a sent part's, reused) or a
-    new BytesIO, added to the object's hash, and its CRC32 when the upload declared one.
+    new BytesIO, added to the object's hash, and its CRC32 when that is ours to send.
     On a worker thread: the event loop that drives every request of the transfer would
     otherwise stop for each read and checksum (with the loop doing them, 1 GiB took
     6.1 s instead of 5.6, best of 3 interleaved runs)."""
@@ -273,17 +273,25 @@ def _bodies() -> _Bodies:
 _body_sets: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-async def _checksum(fs) -> dict:
+async def _checksum(fs) -> tuple[dict, bool]:
     """As the aws CLI (s3transfer) does: unless the client is configured to send
     checksums only when required, the upload declares CRC32 and each part carries one.
     Then the store keeps a checksum of the part checksums; without it moto, for one,
-    copies the whole object once more to checksum it at completion."""
+    copies the whole object once more to checksum it at completion.
+
+    Also whether the parts' CRC32 is ours to compute (on the reading thread): over http,
+    where botocore hashes every body for SigV4 (SHA-256) whatever it carries, so that
+    the event loop is spared the CRC32 as well. Over https botocore sends the CRC32 it
+    computes in a trailer and hashes no body; a CRC32 given to it would bring the
+    SHA-256 of every part back (0.5 s of CPU per GiB)."""
     await fs.set_session()
     client = await fs.get_s3()
-    config = getattr(getattr(client, "meta", None), "config", None)
+    meta = getattr(client, "meta", None)
+    config = getattr(meta, "config", None)
     if getattr(config, "request_checksum_calculation", None) == "when_required":
-        return {}
-    return {"ChecksumAlgorithm": "CRC32"}
+        return {}, False
+    https = str(getattr(meta, "endpoint_url", "")).startswith("https")
+    return {"ChecksumAlgorithm": "CRC32"}, not https
 
 
 async def _abort(fs, ids: dict) -> None:

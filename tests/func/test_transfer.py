@@ -285,6 +285,7 @@ def https_endpoint(s3_env):
         server.wait(timeout=30)
 
 
+@pytest.mark.filterwarnings("ignore:Unverified HTTPS request")  # moto's own certificate
 def test_over_https_parts_carry_botocores_crc32_and_no_body_is_sha256_hashed(
     tmp_path, https_endpoint, small_parts, monkeypatch
 ):

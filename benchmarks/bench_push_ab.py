@@ -10,6 +10,10 @@ round, and deletes the uploads before the next round. A round is taken as a
 whole, so the machine's load (shared with other jobs) falls on every contender
 alike; the medians and the minimum over the rounds are the figures to compare.
 
+With --https the server speaks TLS with a certificate made for the run
+(AWS_CA_BUNDLE points both clients at it): there botocore sends a part's CRC32
+in a trailer and hashes no body for SigV4, as against S3 itself.
+
 For each run: wall-clock MB/s, the client's CPU seconds (getrusage of children:
 user + system) and the server's (from /proc). A variant is reprobuild with some
 code run first, e.g. `--variant in8='import reprobuild.transfer as t;
@@ -19,9 +23,11 @@ t.IN_FLIGHT = 8'`, to compare settings without editing the module.
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import resource
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -43,6 +49,62 @@ with open("big.bin", "wb") as f:
 """
 
 RUN_MAIN = "import sys; from reprobuild.cli.main import main; sys.argv[0] = 'reprobuild'; "
+
+
+def make_certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (PEM files)."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return folder / "cert.pem", folder / "key.pem"
+
+
+def start_tls_server(port: int, cert: Path, key: Path) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+        + ["-c", str(cert), "-k", str(key)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    sys.exit("moto server did not start")
 
 
 def cpu_of(pid: int) -> float:
@@ -74,15 +136,23 @@ def main() -> None:
     ap.add_argument("--no-aws", action="store_true", help="compare variants only")
     ap.add_argument("--no-base", action="store_true", help="leave out plain reprobuild")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=CODE")
+    ap.add_argument("--https", action="store_true", help="the server speaks TLS")
     args = ap.parse_args()
     port = free_port()
-    server = start_server(port)
+    certs = tempfile.TemporaryDirectory()
+    if args.https:
+        cert, key = make_certificate(Path(certs.name))
+        os.environ["AWS_CA_BUNDLE"] = str(cert)  # for this process's boto3 as for the clients
+        server = start_tls_server(port, cert, key)
+    else:
+        server = start_server(port)
+    scheme = "https" if args.https else "http"
     env = {
         **os.environ,
         "AWS_ACCESS_KEY_ID": "bench",
         "AWS_SECRET_ACCESS_KEY": "bench",
         "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ENDPOINT_URL": f"{scheme}://127.0.0.1:{port}",
     }
     env.pop("AWS_PROFILE", None)
     push = ["push", "big", "--remote"]
@@ -154,9 +224,10 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=30)
+        certs.cleanup()
     gib = args.gib
     print(
-        f"\n{args.rounds} rounds, {gib:g} GiB each, {os.cpu_count()} CPUs; "
+        f"\n{args.rounds} rounds over {scheme}, {gib:g} GiB each, {os.cpu_count()} CPUs; "
         "MB/s median (min-max), CPU s per GiB median: client, server"
     )
     width = max(map(len, results))

@@ -30,7 +30,9 @@ threads; here botocore hashes on the one event loop that also sends: with payloa
 hashing switched off (a diagnostic only) the client spends 1.3 s and pushes as
 fast as aws (1.05x), with it 0.92-0.93x. Over https botocore hashes no part
 when it computes the part's CRC32 itself (sent in a trailer), so there the
-upload leaves the CRC32 to it (see _checksum).
+upload leaves the CRC32 to it (see _checksum): against moto over https the
+client's CPU per GiB went from 2.35 s to 1.74 s (aws 1.65 s), 0.95x aws's rate
+(6 interleaved rounds), moto spending 1.2 s more to decode the trailers.
 
 Download: the caller knows the object's size from the HEAD it made to open
 it; the object is cut into up to IN_FLIGHT equal byte ranges fetched at once,

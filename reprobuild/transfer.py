@@ -22,17 +22,18 @@ later parts reuse the buffers of parts S3 has acknowledged (a failed or
 cancelled part's is dropped), so at most IN_FLIGHT buffers live. Given bytes,
 botocore wraps them in a BytesIO sharing them, and aiohttp's first look at it
 (getbuffer) copies the whole part into new memory on the event loop: that cost
-the client 2.1 s of CPU per GiB pushed, 1.9 s now (aws s3 cp: 1.7 s; medians of
-8-10 interleaved rounds, benchmarks/bench_push_ab.py). Most of what is left is
-what both clients do: the SHA-256 of each part that SigV4 asks for over http
-(0.5 s), the CRC32 of each part (0.15 s), HTTP. The aws CLI hashes in its 10
-threads; here botocore hashes on the one event loop that also sends: with payload
-hashing switched off (a diagnostic only) the client spends 1.3 s and pushes as
-fast as aws (1.05x), with it 0.92-0.93x. Over https botocore hashes no part
-when it computes the part's CRC32 itself (sent in a trailer), so there the
-upload leaves the CRC32 to it (see _checksum): against moto over https the
-client's CPU per GiB went from 2.35 s to 1.74 s (aws 1.65 s), 0.95x aws's rate
-(6 interleaved rounds), moto spending 1.2 s more to decode the trailers.
+the client 2.1-2.2 s of CPU per GiB pushed, 1.9-2.0 s now (aws s3 cp: 1.7 s;
+medians of 6-10 interleaved rounds, benchmarks/bench_push_ab.py). Most of what
+is left is what both clients do: the SHA-256 of each part that SigV4 asks for
+over http (0.5 s), the CRC32 of each part (0.15 s), HTTP. The aws CLI hashes in
+its 10 threads; here botocore hashes on the one event loop that also sends: with
+payload hashing switched off (a diagnostic only) the client spends 1.3 s and
+pushes as fast as aws (1.05x), with it 0.84-1.10x (medians of five runs). Over
+https botocore hashes no part when it computes the part's CRC32 itself (sent in
+a trailer), so there the upload leaves the CRC32 to it (see _checksum): against
+moto over https the client's CPU per GiB went from 2.35 s to 1.74 s (aws
+1.65 s), 0.95x aws's rate (6 interleaved rounds), moto spending 1.2 s more to
+decode the trailers.
 
 Download: the caller knows the object's size from the HEAD it made to open
 it; the object is cut into up to IN_FLIGHT equal byte ranges fetched at once,
@@ -149,7 +150,8 @@ async def _upload(fs, local, path: str, digest: str, on_bytes) -> int | None:
         except BaseException as exc:
             failed.append(exc)
             raise
-        bodies.free.append(body)  # only once sent whole: a failed or cancelled one may be in use
+        # S3's answer means it read the whole body; a failed or cancelled one may be in use
+        bodies.free.append(body)
         on_bytes(size)
         part = {"PartNumber": number, "ETag": sent["ETag"]}
         if "ChecksumCRC32" in sent:  # S3 wants each part's checksum back when it was declared

@@ -20,7 +20,9 @@ so that it does not share the GIL of the client being measured), in one run:
   s3fs `put_file`/`get_file` and `aws s3 cp`, the best of `--repeat` runs.
 Every figure is the wall time of a fresh process, as a user runs it (so each
 includes interpreter start-up and imports). The server is moto, not S3: the
-numbers compare the clients, not what a real bucket sustains.
+numbers compare the clients, not what a real bucket sustains. On a shared
+machine a best-of-N moves with the load; bench_push_ab.py compares a 1 GiB push
+with aws s3 cp in interleaved rounds (medians, CPU of client and server).
 """
 
 from __future__ import annotations

@@ -17,6 +17,24 @@ abort: its parts stay invisible until a bucket lifecycle rule
 (AbortIncompleteMultipartUpload) removes them (`aws s3api
 list-multipart-uploads` lists them).
 
+A part is read (on a worker thread) into a BytesIO that owns its buffer, and
+later parts reuse the buffers of parts S3 has acknowledged (a failed or
+cancelled part's is dropped), so at most IN_FLIGHT buffers live. Given bytes,
+botocore wraps them in a BytesIO sharing them, and aiohttp's first look at it
+(getbuffer) copies the whole part into new memory on the event loop: that cost
+the client 2.1-2.2 s of CPU per GiB pushed, 1.9-2.0 s now (aws s3 cp: 1.7 s;
+medians of 6-10 interleaved rounds, benchmarks/bench_push_ab.py). Most of what
+is left is what both clients do: the SHA-256 of each part that SigV4 asks for
+over http (0.5 s), the CRC32 of each part (0.15 s), HTTP. The aws CLI hashes in
+its 10 threads; here botocore hashes on the one event loop that also sends: with
+payload hashing switched off (a diagnostic only) the client spends 1.3 s and
+pushes as fast as aws (1.05x), with it 0.84-1.10x (medians of five runs). Over
+https botocore hashes no part when it computes the part's CRC32 itself (sent in
+a trailer), so there the upload leaves the CRC32 to it (see _checksum): against
+moto over https the client's CPU per GiB went from 2.35 s to 1.74 s (aws
+1.65 s), 0.95x aws's rate (6 interleaved rounds), moto spending 1.2 s more to
+decode the trailers.
+
 Download: the caller knows the object's size from the HEAD it made to open
 it; the object is cut into up to IN_FLIGHT equal byte ranges fetched at once,
 each written at its offset (pwrite) into the caller's temp file. The caller
@@ -28,6 +46,7 @@ raises Short.
 from __future__ import annotations
 
 import base64
+import io
 import os
 import threading
 import weakref
@@ -37,9 +56,10 @@ MiB = 2**20
 # Only objects this big: below it, one request costs less than the part bookkeeping.
 THRESHOLD = 64 * MiB
 # Parts of 8 MiB with 4 in flight. The aws CLI sends 8 MiB parts, 10 at once. On this
-# 2-core machine the loopback server's CPU is the limit, and 4 at once uploads as fast as
-# 10 (1 GiB, three interleaved runs: 4 at once 154 MB/s, 10 at once 127 MB/s, 16 MiB
-# parts 132-147 MB/s, aws 128 MB/s, medians) with less memory (IN_FLIGHT x PART buffered).
+# 2-core machine the loopback server's CPU (moto: 5-9 s per GiB) is the limit, and more
+# at once or bigger parts are no faster (1 GiB, 8 interleaved rounds, medians: 4 at once
+# 205 MB/s, 6 at once 191, 16 MiB parts 201, aws 232; earlier, 10 at once 127 against
+# 4 at once 154) for more memory (IN_FLIGHT x PART buffered).
 PART = 8 * MiB
 IN_FLIGHT = 4
 # Downloads take up to IN_FLIGHT equal ranges, not aws's 8 MiB ones: the loopback server
@@ -112,29 +132,33 @@ async def _upload(fs, local, path: str, digest: str, on_bytes) -> int | None:
     from .hashing import open_regular
 
     bucket, key, _ = fs.split_path(path)
-    checksum = await _checksum(fs)
+    checksum, own_crc = await _checksum(fs)
     created = await fs._call_s3("create_multipart_upload", Bucket=bucket, Key=key, **checksum)
     upload_id = created["UploadId"]
     ids = {"Bucket": bucket, "Key": key, "UploadId": upload_id}
     window = _window()
+    bodies = _bodies()
     loop = asyncio.get_running_loop()
     failed: list[BaseException] = []
     sending: list[asyncio.Future] = []
 
-    async def send(number: int, data: bytes, crc: dict) -> dict:
+    async def send(number: int, body: io.BytesIO, size: int, crc: dict) -> dict:
         try:
             sent = await fs._call_s3(
-                "upload_part", PartNumber=number, Body=data, **ids, **checksum, **crc
+                "upload_part", PartNumber=number, Body=body, **ids, **checksum, **crc
             )
         except BaseException as exc:
             failed.append(exc)
             raise
-        on_bytes(len(data))
+        # S3's answer means it read the whole body; a failed or cancelled one may be in use
+        bodies.free.append(body)
+        on_bytes(size)
         part = {"PartNumber": number, "ETag": sent["ETag"]}
         if "ChecksumCRC32" in sent:  # S3 wants each part's checksum back when it was declared
             part["ChecksumCRC32"] = sent["ChecksumCRC32"]
         return part
 
+    bodies.users += 1
     try:
         hasher = xxhash.xxh3_128()
         with open_regular(local) as f:
@@ -145,13 +169,21 @@ async def _upload(fs, local, path: str, digest: str, on_bytes) -> int | None:
                 try:
                     if failed:
                         raise failed[0]
-                    data, crc = await loop.run_in_executor(
-                        None, _read_part, f.fileno(), step, offset, hasher, bool(checksum)
+                    length = min(step, size - offset)
+                    body, crc = await loop.run_in_executor(
+                        None,
+                        _read_part,
+                        f.fileno(),
+                        bodies.take(length),
+                        length,
+                        offset,
+                        hasher,
+                        own_crc,
                     )
                 except BaseException:
                     window.release()
                     raise
-                task = asyncio.ensure_future(send(number, data, crc))
+                task = asyncio.ensure_future(send(number, body, length, crc))
                 # released when the part is done, failed or cancelled, even before it ran
                 task.add_done_callback(lambda _: window.release())
                 sending.append(task)
@@ -166,6 +198,10 @@ async def _upload(fs, local, path: str, digest: str, on_bytes) -> int | None:
         await asyncio.gather(*sending, return_exceptions=True)
         await _abort(fs, ids)
         raise
+    finally:
+        bodies.users -= 1
+        if not bodies.users:
+            bodies.free.clear()
     while path:  # as s3fs's put_file: listings cached above it are stale now
         fs.invalidate_cache(path)
         parent = fs._parent(path)
@@ -173,17 +209,29 @@ async def _upload(fs, local, path: str, digest: str, on_bytes) -> int | None:
     return size
 
 
-def _read_part(fd: int, step: int, offset: int, hasher, crc: bool) -> tuple[bytes, dict]:
-    """A part's bytes, added to the object's hash, and its CRC32 when the upload declared
-    one. On a worker thread: the event loop that drives every request of the transfer
-    would otherwise stop for each read and checksum (with the loop doing them, 1 GiB
-    took 6.1 s instead of 5.6, best of 3 interleaved runs)."""
-    data = os.pread(fd, step, offset)
-    hasher.update(data)
-    if not crc:
-        return data, {}
-    value = zlib.crc32(data).to_bytes(4, "big")
-    return data, {"ChecksumCRC32": base64.b64encode(value).decode()}  # botocore then skips its own
+def _read_part(
+    fd: int, body: io.BytesIO | None, size: int, offset: int, hasher, crc: bool
+) -> tuple[io.BytesIO, dict]:
+    """The part's `size` bytes at `offset`, read into `body` (a sent part's, reused) or a
+    new BytesIO, added to the object's hash, and its CRC32 when that is ours to send.
+    On a worker thread: the event loop that drives every request of the transfer would
+    otherwise stop for each read and checksum (with the loop doing them, 1 GiB took
+    6.1 s instead of 5.6, best of 3 interleaved runs)."""
+    if body is None:
+        body = io.BytesIO()
+        body.write(os.pread(fd, size, offset))
+        n = body.tell()
+    else:
+        with body.getbuffer() as view:
+            n = os.preadv(fd, [view], offset)
+    body.truncate(n)  # shorter when the file shrank: then its hash will not match
+    body.seek(0)
+    with body.getbuffer() as view:
+        hasher.update(view)
+        if not crc:
+            return body, {}
+        value = zlib.crc32(view).to_bytes(4, "big")
+    return body, {"ChecksumCRC32": base64.b64encode(value).decode()}  # botocore then skips its own
 
 
 def _window():
@@ -200,17 +248,55 @@ def _window():
 _windows: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-async def _checksum(fs) -> dict:
+class _Bodies:
+    """The bodies of parts sent, for the next parts to be read into: no new 8 MiB buffer
+    (and its page faults) per part. One per event loop, like the window, so no more
+    bodies live than parts are in flight; the last upload out lets them go."""
+
+    def __init__(self):
+        self.free: list[io.BytesIO] = []
+        self.users = 0
+
+    def take(self, size: int) -> io.BytesIO | None:
+        """A free body of `size` bytes, or None for the reader to make one."""
+        while self.free:
+            body = self.free.pop()
+            if not body.closed and len(body.getbuffer()) == size:
+                return body
+        return None
+
+
+def _bodies() -> _Bodies:
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    if loop not in _body_sets:
+        _body_sets[loop] = _Bodies()
+    return _body_sets[loop]
+
+
+_body_sets: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+async def _checksum(fs) -> tuple[dict, bool]:
     """As the aws CLI (s3transfer) does: unless the client is configured to send
     checksums only when required, the upload declares CRC32 and each part carries one.
     Then the store keeps a checksum of the part checksums; without it moto, for one,
-    copies the whole object once more to checksum it at completion."""
+    copies the whole object once more to checksum it at completion.
+
+    Also whether the parts' CRC32 is ours to compute (on the reading thread): over http,
+    where botocore hashes every body for SigV4 (SHA-256) whatever it carries, so that
+    the event loop is spared the CRC32 as well. Over https botocore sends the CRC32 it
+    computes in a trailer and hashes no body; a CRC32 given to it would bring the
+    SHA-256 of every part back (0.5 s of CPU per GiB)."""
     await fs.set_session()
     client = await fs.get_s3()
-    config = getattr(getattr(client, "meta", None), "config", None)
+    meta = getattr(client, "meta", None)
+    config = getattr(meta, "config", None)
     if getattr(config, "request_checksum_calculation", None) == "when_required":
-        return {}
-    return {"ChecksumAlgorithm": "CRC32"}
+        return {}, False
+    https = str(getattr(meta, "endpoint_url", "")).startswith("https")
+    return {"ChecksumAlgorithm": "CRC32"}, not https
 
 
 async def _abort(fs, ids: dict) -> None:

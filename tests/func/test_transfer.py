@@ -6,16 +6,21 @@ in three parts (5 MiB, S3's smallest part, 5 MiB and the rest).
 
 from __future__ import annotations
 
+import io
 import random
 import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
 
 import pytest
 
 from reprobuild import transfer
 from reprobuild.cache import Cache
 from reprobuild.errors import CacheError
-from reprobuild.hashing import Hasher, StatCache
+from reprobuild.hashing import Hasher, StatCache, hash_file_raw
 from reprobuild.remote import Progress, Remote, _filesystem
 from tests.conftest import Workspace, git, stages_restored
 
@@ -83,8 +88,11 @@ class Counting(Progress):
 
 
 def window_is_free() -> bool:
-    """Every slot of the shared window of parts in flight is back (none leaked by a failure)."""
-    return all(w._value == transfer.IN_FLIGHT for w in transfer._windows.values())
+    """Every slot of the shared window of parts in flight is back (none leaked by a failure),
+    and the bodies kept for reuse are let go once no upload runs."""
+    return all(w._value == transfer.IN_FLIGHT for w in transfer._windows.values()) and all(
+        not b.free and not b.users for b in transfer._body_sets.values()
+    )
 
 
 def spy_ranges(monkeypatch) -> list:
@@ -220,6 +228,95 @@ def test_ctrl_c_during_a_multipart_upload_aborts_it(
     assert stuck.is_set()
     assert not remote.fs.exists(remote.object_path(meta.hash))
     assert multipart_uploads(s3_env, s3_bucket) == [] and window_is_free()
+
+
+def test_parts_beyond_the_window_reuse_bodies_and_arrive_intact(
+    tmp_path, s3_bucket, s3_env, small_parts, monkeypatch
+):
+    size = 2 * transfer.IN_FLIGHT * 5 * MiB + 777  # twice the window of parts, and a short one
+    cache = fresh(tmp_path, "local")
+    (tmp_path / "ws").mkdir()
+    (tmp_path / "ws/big.bin").write_bytes(big_bytes(seed=2, size=size))
+    meta = cache.insert(str(tmp_path / "ws/big.bin"), Hasher(StatCache(None)))
+    bodies = []  # kept alive, so that distinct bodies have distinct ids
+    real = transfer._read_part
+
+    def read_part(*args):
+        body, crc = real(*args)
+        bodies.append(body)
+        return body, crc
+
+    monkeypatch.setattr(transfer, "_read_part", read_part)
+    remote = s3_remote(s3_bucket, cache)
+    assert remote.push([meta], []).objects == 1
+    key = remote.object_path(meta.hash).split("/", 1)[1]
+    got = client(s3_env).get_object(Bucket=s3_bucket, Key=key)["Body"].read()
+    assert got == big_bytes(seed=2, size=size)  # no part overwritten by the next one's read
+    assert len(bodies) == 2 * transfer.IN_FLIGHT + 1
+    # a part is read into a sent part's body (the short last part gets its own)
+    assert len({id(b) for b in bodies}) <= transfer.IN_FLIGHT + 1
+    assert all(isinstance(b, io.BytesIO) for b in bodies)  # what every HTTP backend takes
+    assert window_is_free()
+
+
+@pytest.fixture
+def https_endpoint(s3_env):
+    """moto's server with TLS (a certificate of its own): botocore treats https apart."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-s", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "moto's https server did not start"
+                time.sleep(0.1)
+        yield f"https://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.mark.filterwarnings("ignore:Unverified HTTPS request")  # moto's own certificate
+def test_over_https_parts_carry_botocores_crc32_and_no_body_is_sha256_hashed(
+    tmp_path, https_endpoint, small_parts, monkeypatch
+):
+    import boto3
+    import botocore.auth
+    import s3fs
+
+    size = 3 * 5 * MiB + 99
+    (tmp_path / "big.bin").write_bytes(big_bytes(seed=3, size=size))
+    digest, _ = hash_file_raw(str(tmp_path / "big.bin"))
+    signed = []  # (url, what SigV4 put for the body) of every request
+    real = botocore.auth.S3SigV4Auth.payload
+
+    def payload(self, request):
+        signed.append((request.url, real(self, request)))
+        return signed[-1][1]
+
+    monkeypatch.setattr(botocore.auth.S3SigV4Auth, "payload", payload)
+    fs = s3fs.S3FileSystem(
+        client_kwargs={"endpoint_url": https_endpoint, "verify": False}, skip_instance_cache=True
+    )
+    fs.mkdir("tls")
+    assert transfer.upload(fs, str(tmp_path / "big.bin"), "tls/obj", digest, lambda n: None) == size
+    parts = [value for url, value in signed if "partNumber=" in url]
+    # botocore streams each part with its CRC32 in a trailer; given a CRC32 it would
+    # SHA-256 every part instead
+    assert parts == ["STREAMING-UNSIGNED-PAYLOAD-TRAILER"] * 4
+    s3 = boto3.client("s3", endpoint_url=https_endpoint, verify=False)
+    assert s3.get_object(Bucket="tls", Key="obj")["Body"].read() == big_bytes(seed=3, size=size)
+    assert "ChecksumCRC32" in s3.head_object(Bucket="tls", Key="obj", ChecksumMode="ENABLED")
+    assert window_is_free()
 
 
 def test_locally_corrupt_big_object_is_not_pushed(big, s3_bucket, s3_env, small_parts):

@@ -22,18 +22,18 @@ later parts reuse the buffers of parts S3 has acknowledged (a failed or
 cancelled part's is dropped), so at most IN_FLIGHT buffers live. Given bytes,
 botocore wraps them in a BytesIO sharing them, and aiohttp's first look at it
 (getbuffer) copies the whole part into new memory on the event loop: that cost
-the client 2.1-2.2 s of CPU per GiB pushed, 1.9-2.0 s now (aws s3 cp: 1.7 s;
-medians of 6-10 interleaved rounds, benchmarks/bench_push_ab.py). Most of what
-is left is what both clients do: the SHA-256 of each part that SigV4 asks for
-over http (0.5 s), the CRC32 of each part (0.15 s), HTTP. The aws CLI hashes in
-its 10 threads; here botocore hashes on the one event loop that also sends: with
-payload hashing switched off (a diagnostic only) the client spends 1.3 s and
-pushes as fast as aws (1.05x), with it 0.84-1.10x (medians of five runs). Over
-https botocore hashes no part when it computes the part's CRC32 itself (sent in
-a trailer), so there the upload leaves the CRC32 to it (see _checksum): against
-moto over https the client's CPU per GiB went from 2.35 s to 1.74 s (aws
-1.65 s), 0.95x aws's rate (6 interleaved rounds), moto spending 1.2 s more to
-decode the trailers.
+the client 2.1-2.2 s of CPU per GiB pushed. Over http botocore then
+SHA-256-hashed every part for SigV4 (0.5 s per GiB) on the one event loop that
+also sends, where the aws CLI hashes in its 10 threads: 0.84-1.10x aws's rate.
+Now a part carries its CRC32 (computed on the reading thread) in a signed header
+and goes as UNSIGNED-PAYLOAD (_unsign_parts), as botocore sends parts over https:
+1.3-1.45 s of CPU per GiB (aws s3 cp: 1.7-1.9 s), 0.96-1.02x aws's rate (three
+runs of 6-10 interleaved rounds, benchmarks/bench_push_ab.py: parity, the loopback
+server's CPU being the limit). Over https botocore hashes no
+part when it computes the part's CRC32 itself (sent in a trailer), so there the
+upload leaves the CRC32 to it (see _checksum): against moto over https the
+client's CPU per GiB went from 2.35 s to 1.74 s (aws 1.65 s), 0.95x aws's rate
+(6 interleaved rounds), moto spending 1.2 s more to decode the trailers.
 
 Download: the caller knows the object's size from the HEAD it made to open
 it; the object is cut into up to IN_FLIGHT equal byte ranges fetched at once,
@@ -284,11 +284,11 @@ async def _checksum(fs) -> tuple[dict, bool]:
     Then the store keeps a checksum of the part checksums; without it moto, for one,
     copies the whole object once more to checksum it at completion.
 
-    Also whether the parts' CRC32 is ours to compute (on the reading thread): over http,
-    where botocore hashes every body for SigV4 (SHA-256) whatever it carries, so that
-    the event loop is spared the CRC32 as well. Over https botocore sends the CRC32 it
-    computes in a trailer and hashes no body; a CRC32 given to it would bring the
-    SHA-256 of every part back (0.5 s of CPU per GiB)."""
+    Also whether the parts' CRC32 is ours to compute (on the reading thread, sparing
+    the event loop): over http, where it goes in a header that lets the part go
+    unsigned (_unsign_parts). Over https botocore sends the CRC32 it computes in a
+    trailer and hashes no body; a CRC32 given to it would bring the SHA-256 of every
+    part back (0.5 s of CPU per GiB)."""
     await fs.set_session()
     client = await fs.get_s3()
     meta = getattr(client, "meta", None)
@@ -296,7 +296,34 @@ async def _checksum(fs) -> tuple[dict, bool]:
     if getattr(config, "request_checksum_calculation", None) == "when_required":
         return {}, False
     https = str(getattr(meta, "endpoint_url", "")).startswith("https")
+    if not https:
+        _unsign_parts(client)
     return {"ChecksumAlgorithm": "CRC32"}, not https
+
+
+def _unsign_parts(client) -> None:
+    """Over http, send a part that carries its CRC32 (a signed header, checked by S3) as
+    UNSIGNED-PAYLOAD, as botocore itself does over https: SigV4's SHA-256 of the body
+    would otherwise run on the one event loop that sends every part (0.5 s of CPU per
+    GiB; aws s3 cp spreads it over 10 threads). The SHA-256 adds nothing reprobuild
+    relies on: an object is named by its XXH3-128, checked before the upload completes
+    and again at every pull. A `payload_signing_enabled` set in the client's own s3
+    config (~/.aws/config) is left to rule."""
+    config = client.meta.config
+    s3 = dict(getattr(config, "s3", None) or {})
+    if "payload_signing_enabled" in s3:
+        return
+    from botocore.config import Config
+
+    unsigned = config.merge(Config(s3={**s3, "payload_signing_enabled": False}))
+
+    def before_sign(request, **_):
+        if "x-amz-checksum-crc32" in request.headers:  # botocore's S3 signer reads this
+            request.context["client_config"] = unsigned
+
+    client.meta.events.register(
+        "before-sign.s3.UploadPart", before_sign, unique_id="reprobuild-unsigned-parts"
+    )
 
 
 async def _abort(fs, ids: dict) -> None:

@@ -319,6 +319,53 @@ def test_over_https_parts_carry_botocores_crc32_and_no_body_is_sha256_hashed(
     assert window_is_free()
 
 
+def spy_part_payloads(monkeypatch) -> list:
+    """What SigV4 puts for the body of every UploadPart request, as they are signed."""
+    import botocore.auth
+
+    signed = []
+    real = botocore.auth.S3SigV4Auth.payload
+
+    def payload(self, request):
+        value = real(self, request)
+        if "partNumber=" in request.url:
+            signed.append(value)
+        return value
+
+    monkeypatch.setattr(botocore.auth.S3SigV4Auth, "payload", payload)
+    return signed
+
+
+@pytest.mark.parametrize("own_config", [False, True])
+def test_over_http_parts_carry_a_crc32_and_their_body_is_not_sha256_hashed(
+    tmp_path, s3_env, small_parts, monkeypatch, own_config
+):
+    import boto3
+    import s3fs
+
+    size = 3 * 5 * MiB + 99
+    (tmp_path / "big.bin").write_bytes(big_bytes(seed=4, size=size))
+    digest, _ = hash_file_raw(str(tmp_path / "big.bin"))
+    signed = spy_part_payloads(monkeypatch)
+    # a payload_signing_enabled of the user's own (as in ~/.aws/config) is obeyed
+    config = {"s3": {"payload_signing_enabled": True}} if own_config else {}
+    fs = s3fs.S3FileSystem(
+        client_kwargs={"endpoint_url": s3_env}, config_kwargs=config, skip_instance_cache=True
+    )
+    bucket = f"plain-{own_config}".lower()
+    fs.mkdir(bucket)
+    assert transfer.upload(fs, str(tmp_path / "big.bin"), f"{bucket}/obj", digest, lambda n: None)
+    assert len(signed) == 4
+    if own_config:
+        assert all(len(value) == 64 for value in signed)  # the body's SHA-256
+    else:
+        assert signed == ["UNSIGNED-PAYLOAD"] * 4
+    s3 = boto3.client("s3", endpoint_url=s3_env)
+    assert s3.get_object(Bucket=bucket, Key="obj")["Body"].read() == big_bytes(seed=4, size=size)
+    assert "ChecksumCRC32" in s3.head_object(Bucket=bucket, Key="obj", ChecksumMode="ENABLED")
+    assert window_is_free()
+
+
 def test_locally_corrupt_big_object_is_not_pushed(big, s3_bucket, s3_env, small_parts):
     cache, meta = big
     obj = cache.object_path(meta.hash)

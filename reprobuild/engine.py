@@ -174,6 +174,11 @@ class Builder:
         self.missing_sources: dict[str, str] = {}  # path -> reason, sources not to be had
         self.source_metas: dict = {}  # path -> content of each source, hashed once
         self.claims: dict = {}  # stage -> release() of its key claim, held until recorded
+        # Run records of finished stages, written while the next stage runs (_idle): a new
+        # file each (with, in a new cache, a new folder), off the path from one stage to
+        # the next. Each with the release() of its key's claim, held until it is written.
+        self.runs_later: list[tuple[tuple, dict]] = []
+        self.idle_error: BaseException | None = None
         self.executor = None  # made when a stage first runs: a no-op build needs none
         self.trash = Trash(project.ws.state_dir / "trash")  # outs about to be replaced
         self.jobs = 1
@@ -244,7 +249,9 @@ class Builder:
                         self.reporter.stage_blocked(name, bad[name])
                         ok = False
                     else:
-                        ok = self._start(name, running, alone=not ready and not running)
+                        # -j 1 runs one stage at a time whatever is ready: each alone
+                        alone = jobs == 1 or (not ready and not running)
+                        ok = self._start(name, running, alone=alone)
                         if ok is None:
                             continue  # submitted: _finish releases it
                     failed = not ok
@@ -261,13 +268,18 @@ class Builder:
                 if not done:
                     from concurrent.futures import FIRST_COMPLETED, wait  # (the pool loaded it)
 
+                    self._idle(lockfile=False)  # (run_here's stages had theirs as they started)
                     done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                if self.idle_error is not None:
+                    raise self.idle_error
                 for fut in sorted(done, key=lambda f: order[running[f][0].stage]):
                     d, job = running.pop(fut)
                     failed = not self._finish(d, job, fut)
                     ready = self._release(d.stage, failed, waiting, ready, order, bad)
                     if failed and not self.opts.keep_going:
                         stop = True
+                if not all(isinstance(f, Done) for f in done):
+                    self.writer.flush(force=False)  # (run_here's: as the next stage starts)
                 if self.summary.interrupted:
                     stop = True
             if stop and not self.opts.keep_going:
@@ -278,9 +290,12 @@ class Builder:
             restore_signals()
             if self.executor is not None:
                 self.executor.shutdown()
-            self.trash.empty()
-            for release in self.claims.values():
-                release()
+            try:
+                self._write_runs_later()
+            finally:
+                self.trash.empty()
+                for release in self.claims.values():
+                    release()
         if self.remote is not None:
             self.summary.untrusted = [
                 f"{why}: run record {key}" for key, why in sorted(self.remote.untrusted.items())
@@ -293,7 +308,8 @@ class Builder:
         if self.executor is None:
             self.executor = self._make_executor(self.jobs)
         if alone and hasattr(self.executor, "run_here"):
-            # nothing else ready or running (a chain): two thread hand-offs less per stage
+            # nothing else can run beside it (a chain, -j 1): two thread hand-offs less per
+            # stage, and the bookkeeping of the last one done while it runs (_idle)
             return self.executor.run_here(job)
         return self.executor.submit(job)
 
@@ -305,7 +321,31 @@ class Builder:
         from .executors.local import LocalExecutor
 
         on_line = self.reporter.stage_output if self.reporter.shows_output else None
-        return LocalExecutor(jobs, on_line=on_line, idle=self.trash.empty, cache=self.p.cache)
+        return LocalExecutor(jobs, on_line=on_line, idle=self._idle, cache=self.p.cache)
+
+    def _idle(self, lockfile: bool = True) -> None:
+        """What need not hold up the next stage, done on this thread while stages run: the
+        run records of finished stages, deleting replaced outs, and a lockfile write that
+        is due, where no stage can store an object between the write's sync and the write
+        (`lockfile`: the one running stage is run_here's, which stores on this thread).
+        A failure is raised by the run loop once the running stage is accounted for."""
+        if self.idle_error is not None:
+            return
+        try:
+            self._write_runs_later()
+            if lockfile:
+                self.writer.flush(force=False)
+            self.trash.empty()
+        except Exception as exc:
+            self.idle_error = exc
+
+    def _write_runs_later(self) -> None:
+        while self.runs_later:
+            args, release = self.runs_later[0]
+            # synced with the lockfile (group commit): a lost record is a run, not a wrong result
+            self.p.cache.write_run(*args, sync=False)
+            self.runs_later.pop(0)
+            release()
 
     def _accounted(self) -> set:
         s = self.summary
@@ -339,7 +379,7 @@ class Builder:
 
     def _start(self, name, running, alone: bool = False):
         """Skip, restore or submit one stage: True done, False failed, None submitted.
-        `alone`: no other stage is ready or running."""
+        `alone`: no other stage is ready or running, or -j 1."""
         stage = self.p.pipeline.stages[name]
         force = name in self.forced
 
@@ -495,7 +535,11 @@ class Builder:
         try:
             return self._finish_run(d, job, fut)
         finally:
-            self.claims.pop(d.stage, lambda: None)()
+            release = self.claims.pop(d.stage, lambda: None)
+            if self.runs_later and self.runs_later[-1][0][1] == d.stage:
+                self.runs_later[-1] = (self.runs_later[-1][0], release)  # once it is written
+            else:
+                release()
 
     def _finish_run(self, d: Decision, job: Job, fut) -> bool:
         name = d.stage
@@ -559,20 +603,30 @@ class Builder:
             if self.opts.strict:
                 self._fail(name, "nondeterministic (--strict): " + alarm.summary())
                 return False
-        self._record(d, outs, write_run=all(o.cache for o in stage.outs), profile=result.profile)
+        self._record(
+            d, outs, write_run=all(o.cache for o in stage.outs), profile=result.profile, later=True
+        )
         self.summary.ran.append(name)
         self.reporter.stage_finished(d, result.seconds)
         return True
 
     def _record(
-        self, d: Decision, outs: dict[str, Meta], write_run: bool, profile: dict | None = None
+        self,
+        d: Decision,
+        outs: dict[str, Meta],
+        write_run: bool,
+        profile: dict | None = None,
+        later: bool = False,
     ) -> None:
+        """The stage's lockfile entry and run record: with `later`, both written by _idle
+        while the next stage runs (or at the end of the build)."""
         entry = d.state.lock_entry(dict(sorted(outs.items())))
         if write_run:
-            # synced with the lockfile (group commit): a lost record is a run, not a wrong result
-            self.p.cache.write_run(d.state.key, d.stage, outs, profile=profile, sync=False)
+            self.runs_later.append(((d.state.key, d.stage, outs, profile), lambda: None))
+            if not later:
+                self._write_runs_later()
         self.entries[d.stage] = entry
-        self.writer.update(d.stage, entry)
+        self.writer.update(d.stage, entry, flush=not later)
 
 
 def _tail(log_path: str, lines: int = 20) -> str:

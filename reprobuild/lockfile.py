@@ -332,11 +332,14 @@ class LockWriter:
         self.last_write = time.monotonic()
         self.last_cost = WRITE_COST * len(self.stages)
 
-    def update(self, name: str, entry: dict) -> None:
+    def update(self, name: str, entry: dict, flush: bool = True) -> None:
+        """Record a stage's entry; written now if a write is due, unless not `flush` (the
+        caller flushes soon, e.g. while the next stage runs)."""
         if self.stages.get(name) != entry:
             self.stages[name] = entry
             self.pending = True
-        self.flush(force=False)
+        if flush:
+            self.flush(force=False)
 
     def update_source(self, path: str, entry: dict | None) -> None:
         """Record a tracked source's entry (None: no longer tracked)."""

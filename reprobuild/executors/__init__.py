@@ -146,9 +146,9 @@ def _run_one(job: Job, cmd: str, log, on_line, started, environ=None) -> int:
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    if started:
-        started(proc)
     try:
+        if started:
+            started(proc)
         for line in proc.stdout or ():
             log.write(line)
             on_line(job.stage, line.decode(errors="replace").rstrip("\n"))
@@ -184,9 +184,9 @@ def _spawn(cmd: str, log, started, environ=None) -> int:
         setsid=True,
         setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),
     )
-    if started:
-        started(_Spawned(pid))
     try:
+        if started:
+            started(_Spawned(pid))
         return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
     except BaseException:
         _kill_group(_Spawned(pid), signal.SIGKILL)

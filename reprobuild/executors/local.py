@@ -11,7 +11,7 @@ from . import Done, Job, _kill_group, run_job
 class LocalExecutor:
     def __init__(self, jobs: int, on_line=None, idle=None, cache=None):
         self.jobs = max(1, jobs)
-        self.idle = idle  # work for this thread while a stage's process runs (engine's trash)
+        self.idle = idle  # work for the builder's thread while a stage's process runs
         self.cache = cache  # the build's Cache: what it learns (real paths, folders) is kept
         self.pool = None  # made at the first submit(): a chain runs every stage here
         self.on_line = on_line
@@ -31,16 +31,19 @@ class LocalExecutor:
         result is waited for at once. Ctrl-C reaches terminate() as usual (the builder's
         signal handler runs on this thread between the waits)."""
         try:
-            return Done(self._run(job))
+            return Done(self._run(job, self.idle))
         except Exception as exc:  # as a pool thread would hand it over
             return Done(error=exc)
 
-    def _run(self, job: Job):
+    def _run(self, job: Job, idle=None):
+        """`idle`: on the builder's own thread only (run_here); it calls its own between
+        its waits for pool threads."""
+
         def started(proc):
             with self._lock:
                 self._procs[job.stage] = proc
-            if self.idle is not None:
-                self.idle()
+            if idle is not None:
+                idle()
 
         try:
             return run_job(job, self.on_line, started, lambda: self.stopping, self.cache)

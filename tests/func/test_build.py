@@ -385,7 +385,10 @@ open("seen.txt", "w").write(f"{left}\\n")
 """
 
 
-def test_replaced_outs_are_deleted_while_the_stage_runs(ws):
+@pytest.mark.parametrize("executor", ["local", "dask"])
+def test_replaced_outs_are_deleted_while_the_stage_runs(ws, executor):
+    if executor == "dask":
+        pytest.importorskip("distributed")
     ws.write(
         {
             "reprobuild.yaml": """\
@@ -401,7 +404,8 @@ def test_replaced_outs_are_deleted_while_the_stage_runs(ws):
     )
     assert stages_run(ws.run("build")) == ["make"]
     ws.write({"params.yaml": "v: 2\n"})
-    assert stages_run(ws.run("build")) == ["make"]
+    r = ws.run("build", "--executor", executor)
+    assert stages_run(r) == ["make"], r.err
     # the old big/ and seen.txt were moved aside, then deleted while the command ran
     assert (ws.root / "seen.txt").read_text() == "0\n"
     assert (ws.root / "big/0.txt").read_text() == "0 2\n"
@@ -418,3 +422,56 @@ def test_what_a_killed_build_left_in_the_trash_is_deleted_by_the_next(ws):
     )
     assert stages_run(ws.run("build")) == ["s"]
     assert os.listdir(ws.root / ".reprobuild/trash") == []
+
+
+@pytest.mark.parametrize("chained", [True, False])
+def test_a_stage_is_recorded_while_the_next_one_runs(ws, monkeypatch, chained):
+    """The run record of a finished stage is written once the next stage has started,
+    while it runs, in a chain and at -j 1 alike; none is lost at the end."""
+    from reprobuild import cache as cache_mod
+    from reprobuild import executors
+
+    ws.write(
+        {
+            "reprobuild.yaml": f"""\
+                stages:
+                  first:
+                    cmd: echo one > one.txt
+                    outs: [one.txt]
+                  second:
+                    cmd: echo two > two.txt{" && cat one.txt >> two.txt" if chained else ""}
+                    deps: [{"one.txt" if chained else ""}]
+                    outs: [two.txt]
+                  third:
+                    cmd: echo three > three.txt
+                    outs: [three.txt]
+                """,
+        }
+    )
+    events = []
+    real_spawn, real_record = executors._run_one, cache_mod.Cache.write_run
+
+    def spawn(job, cmd, *args, **kwargs):
+        events.append(("spawn", cmd.split()[1]))
+        return real_spawn(job, cmd, *args, **kwargs)
+
+    def record(self, key, stage, *args, **kwargs):
+        events.append(("record", stage))
+        return real_record(self, key, stage, *args, **kwargs)
+
+    monkeypatch.setattr(executors, "_run_one", spawn)
+    monkeypatch.setattr(cache_mod.Cache, "write_run", record)
+    r = ws.run("build", "-j", "1")
+    assert stages_run(r) == ["first", "second", "third"], r.err
+    assert events == [
+        ("spawn", "one"),
+        ("spawn", "two"),
+        ("record", "first"),
+        ("spawn", "three"),
+        ("record", "second"),
+        ("record", "third"),  # the last one's at the end of the build
+    ]
+    assert len([p for p in (ws.root / "cache/runs").rglob("*") if p.is_file()]) == 3
+    for name in ("one.txt", "two.txt", "three.txt"):
+        (ws.root / name).unlink()
+    assert stages_restored(ws.run("build")) == ["first", "second", "third"]

@@ -149,6 +149,8 @@ class Cache:
         self._object_dirs: set[str] = set()  # object_dir: folders known to exist
         self._unnamed_ok = hasattr(os, "O_TMPFILE")  # write_object: until the system says no
         self._real_roots: dict[str, tuple] = {}  # _check_links: workspace -> its real roots
+        self._later: dict[str, tuple[bytes, int]] | None = None  # see defer_writes
+        self._later_lock = None
 
     # -- a cache shared by a group -------------------------------------------------
 
@@ -227,7 +229,7 @@ class Cache:
 
     def has(self, meta: Meta) -> bool:
         if not meta.is_dir:
-            return self.object_path(meta.hash).is_file()
+            return meta.hash in (self._later or ()) or self.object_path(meta.hash).is_file()
         try:
             entries = self.read_manifest(meta.hash)
         except (MissingObject, CorruptObject):
@@ -351,9 +353,14 @@ class Cache:
             hasher.stats.record(path, st, digest)
             if os.path.isfile(self.object_str(digest)):
                 return digest, False
-            self.make_dirs(self.tmp)
             # the source's read bits, at least the owner's: a private file stays private
-            wrote = self.write_object(digest, data, (st.st_mode & 0o444) | 0o400, sync)
+            mode = (st.st_mode & 0o444) | 0o400
+            if self._later is not None and not sync:
+                with self._later_lock:
+                    self._later[digest] = (data, mode)
+                return digest, True
+            self.make_dirs(self.tmp)
+            wrote = self.write_object(digest, data, mode, sync)
             return digest, wrote
         self.make_dirs(self.tmp)
         import tempfile  # (as in fsutil.atomic_write: not at start-up)
@@ -595,6 +602,7 @@ class Cache:
 
     def restore(self, meta: Meta, dest: str, hasher: hashing.Hasher | None = None) -> None:
         """Put the cached content of `meta` at `dest`, atomically; raises on a miss."""
+        self.write_deferred()
         parent = os.path.dirname(dest) or "."
         os.makedirs(parent, exist_ok=True)
         if not meta.is_dir:
@@ -759,8 +767,36 @@ class Cache:
         e.g. an executor's): the next commit() must sync."""
         self._unsynced = True
 
+    def defer_writes(self) -> None:
+        """From now on, keep each small file stored without an fsync (a build's stage outs)
+        in memory, hashed, until write_deferred(): the builder calls it while the next
+        stage runs, off the path from one stage to the next. The object is written from
+        the very bytes that were hashed, so an out changed since cannot slip in. commit()
+        and restore() write them first: no lockfile (nor run record, written after) names
+        an object not yet written, and a crash loses only objects nothing durable names."""
+        import threading  # (pool threads store outs while the builder writes)
+
+        self._later, self._later_lock = {}, threading.Lock()
+
+    def write_deferred(self) -> None:
+        if not self._later:
+            return
+        with self._later_lock:
+            later, self._later = list(self._later.items()), {}
+        for i, (digest, (data, mode)) in enumerate(later):
+            try:
+                if not os.path.isfile(self.object_str(digest)):
+                    self.make_dirs(self.tmp)
+                    self.write_object(digest, data, mode)  # unsynced: the group commit's
+            except BaseException:  # (a full disk): kept, so no commit() passes them by
+                with self._later_lock:
+                    for key, value in later[i:]:
+                        self._later.setdefault(key, value)
+                raise
+
     def commit(self) -> None:
         """One filesystem sync for everything written without an fsync since the last one."""
+        self.write_deferred()
         if self._unsynced:
             sync_filesystem(self.objects if self.objects.is_dir() else self.root)
             self._unsynced = False

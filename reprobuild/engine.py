@@ -235,6 +235,7 @@ class Builder:
         self.jobs = jobs
         self.executor = executor
         self.reporter.build_started(names)
+        self.p.cache.defer_writes()  # stage outs' objects: see _idle
         stop = False
         restore_signals = _install_interrupt(self)
         try:
@@ -325,7 +326,7 @@ class Builder:
 
     def _idle(self, lockfile: bool = True) -> None:
         """What need not hold up the next stage, done on this thread while stages run: the
-        run records of finished stages, deleting replaced outs, and a lockfile write that
+        objects and run records of finished stages, deleting replaced outs, and a lockfile write that
         is due, where no stage can store an object between the write's sync and the write
         (`lockfile`: the one running stage is run_here's, which stores on this thread).
         A failure is raised by the run loop once the running stage is accounted for."""
@@ -340,6 +341,7 @@ class Builder:
             self.idle_error = exc
 
     def _write_runs_later(self) -> None:
+        self.p.cache.write_deferred()  # the objects first: the records name them
         while self.runs_later:
             args, release = self.runs_later[0]
             # synced with the lockfile (group commit): a lost record is a run, not a wrong result

@@ -426,10 +426,11 @@ def test_what_a_killed_build_left_in_the_trash_is_deleted_by_the_next(ws):
 
 @pytest.mark.parametrize("chained", [True, False])
 def test_a_stage_is_recorded_while_the_next_one_runs(ws, monkeypatch, chained):
-    """The run record of a finished stage is written once the next stage has started,
-    while it runs, in a chain and at -j 1 alike; none is lost at the end."""
+    """The object and run record of a finished stage are written once the next stage has
+    started, while it runs, in a chain and at -j 1 alike; none is lost at the end, and no
+    lockfile write names an object before it is written."""
     from reprobuild import cache as cache_mod
-    from reprobuild import executors
+    from reprobuild import executors, lockfile
 
     ws.write(
         {
@@ -450,6 +451,18 @@ def test_a_stage_is_recorded_while_the_next_one_runs(ws, monkeypatch, chained):
     )
     events = []
     real_spawn, real_record = executors._run_one, cache_mod.Cache.write_run
+    real_object, real_lock = cache_mod.Cache.write_object, lockfile.write
+
+    def write_object(self, digest, *args, **kwargs):
+        events.append(("object",))
+        return real_object(self, digest, *args, **kwargs)
+
+    def write_lock(path, stages, *args, **kwargs):
+        for entry in stages.values():
+            for meta in entry["outs"].values():
+                obj = ws.root / "cache/objects" / meta["hash"][:2] / meta["hash"][2:]
+                assert obj.is_file(), "the lockfile would name an object not written"
+        return real_lock(path, stages, *args, **kwargs)
 
     def spawn(job, cmd, *args, **kwargs):
         events.append(("spawn", cmd.split()[1]))
@@ -461,15 +474,18 @@ def test_a_stage_is_recorded_while_the_next_one_runs(ws, monkeypatch, chained):
 
     monkeypatch.setattr(executors, "_run_one", spawn)
     monkeypatch.setattr(cache_mod.Cache, "write_run", record)
+    monkeypatch.setattr(cache_mod.Cache, "write_object", write_object)
+    monkeypatch.setattr(lockfile, "write", write_lock)
     r = ws.run("build", "-j", "1")
     assert stages_run(r) == ["first", "second", "third"], r.err
+    obj = ("object",)
     assert events == [
         ("spawn", "one"),
         ("spawn", "two"),
-        ("record", "first"),
+        *(obj, ("record", "first")),
         ("spawn", "three"),
-        ("record", "second"),
-        ("record", "third"),  # the last one's at the end of the build
+        *(obj, ("record", "second")),
+        *(obj, ("record", "third")),  # the last one's at the end of the build
     ]
     assert len([p for p in (ws.root / "cache/runs").rglob("*") if p.is_file()]) == 3
     for name in ("one.txt", "two.txt", "three.txt"):

@@ -356,3 +356,38 @@ def by_processes_as_by_one(tmp: str) -> None:
         )
     assert restored[True] == restored[False] and len(restored[True][0]) == 302
     assert len(restored[True][1]) == 302
+
+
+def test_deferred_objects_are_written_from_the_bytes_hashed_and_kept_on_failure(
+    tmp_path, cache, monkeypatch
+):
+    cache.defer_writes()
+    hasher = Hasher(StatCache(None))
+    (tmp_path / "a.txt").write_bytes(b"first\n")
+    (tmp_path / "b.txt").write_bytes(b"second\n")
+    a = cache.insert(str(tmp_path / "a.txt"), hasher, sync=False)
+    b = cache.insert(str(tmp_path / "b.txt"), hasher, sync=False)
+    assert not cache.object_path(a.hash).exists() and cache.has(a)  # held in memory
+    (tmp_path / "a.txt").write_bytes(b"changed since\n")  # the object is what was hashed
+    real, calls = cache.write_object, []
+
+    def full_disk(digest, *args, **kwargs):
+        calls.append(digest)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real(digest, *args, **kwargs)
+
+    monkeypatch.setattr(cache, "write_object", full_disk)
+    with pytest.raises(OSError):
+        cache.commit()  # before a lockfile write: it must not pass an object by
+    assert cache.object_path(a.hash).read_bytes() == b"first\n"
+    assert not cache.object_path(b.hash).exists() and cache.has(b)  # still held
+    calls[:] = ["-"]  # its next write fails too
+    with pytest.raises(OSError):
+        cache.commit()  # and the next commit tries again
+    monkeypatch.setattr(cache, "write_object", real)
+    cache.commit()
+    assert cache.object_path(b.hash).read_bytes() == b"second\n"
+    (tmp_path / "c.txt").write_bytes(b"third\n")
+    c = cache.insert(str(tmp_path / "c.txt"), hasher, sync=True)  # durable at once: not held
+    assert cache.object_path(c.hash).read_bytes() == b"third\n"

@@ -8,7 +8,14 @@ commands; Makefile, build.ninja, Snakefile and dvc.yaml are generated from
 that reprobuild.yaml. Measures, each the best of --repeat runs as separate
 processes:
 
-- cold: the first build (once), and ms per stage;
+- cold, each stage added: (cold of the largest wide graph - cold of the smallest) /
+  the stages between, what a stage costs without the start-up;
+- cold: the first build, and ms per stage: the best of --repeat first builds, each
+  in its own fresh copy of the graph (Snakemake and DVC: one). Every copy of every
+  tool is made before the first is built and nothing is deleted until all are
+  built, and the tools take turns: on this machine's ext4 a file made just after
+  many were deleted costs up to 20x more kernel time, which would fall on
+  whichever tool came next;
 - no-op: build again with nothing changed;
 - status: reprobuild status, `make -q`, `ninja -n`, `snakemake -n`, `dvc status`;
 - incremental: one input's content changed, then build (its chain of 10 reruns;
@@ -149,12 +156,9 @@ def commands(tool: str) -> dict:
 
 
 def bench_tool(tool: str, root: Path, stages, inputs: list[Path], measures, repeat: int):
-    """Seconds per measure for one tool on its own copy of a graph."""
+    """Seconds per measure (cold aside) for one tool on its own built copy of a graph."""
     c = commands(tool)
-    if c["setup"]:
-        c["setup"](root, stages)
     got = {}
-    got["cold"] = run(c["build"], root)[0]
     time.sleep(1.1)  # the outputs leave the racy window, as after any real build
     run(c["status"], root, check=False)  # e.g. fills reprobuild's stat cache
     if "no-op" in measures:
@@ -184,15 +188,31 @@ def bench_tool(tool: str, root: Path, stages, inputs: list[Path], measures, repe
 
 def scenario(label: str, make_graph, n: int, tools, measures, rows) -> None:
     with tempfile.TemporaryDirectory() as tmp:
+        copies = {t: 1 if t in PEERS or "cold" not in measures else REPEAT[0] for t in tools}
+        roots = {}
+        for tool in tools:  # every copy first (see the module docstring)
+            for i in range(copies[tool]):
+                root = roots[tool, i] = Path(tmp) / f"{tool}-{i}"
+                make_graph(root)
+                setup = commands(tool)["setup"]
+                if setup:
+                    setup(root, stages_of(root))
+        cold: dict = {}
+        for i in range(max(copies.values())):
+            turn = [t for t in tools[i % len(tools) :] + tools[: i % len(tools)] if i < copies[t]]
+            for tool in turn:  # the first build of copy i, the tools taking turns
+                print(f"{label}: {tool} cold {i + 1} ...", file=sys.stderr, flush=True)
+                cold.setdefault(tool, []).append(run(commands(tool)["build"], roots[tool, i])[0])
         for tool in tools:
-            root = Path(tmp) / tool
-            make_graph(root)
+            root = roots[tool, 0]
             inputs = sorted((root / "in").iterdir(), key=lambda p: int(p.stem))
             print(f"{label}: {tool} ...", file=sys.stderr, flush=True)
             got = bench_tool(tool, root, stages_of(root), inputs, measures, REPEAT[0])
+            got["cold"] = min(cold[tool])  # (a scenario not measuring it had one)
             for m, secs in got.items():
                 rows.setdefault((label, m, n), {})[tool] = secs
-            shutil.rmtree(root)  # big files and DVC's cache go as soon as measured
+            if tool in PEERS or label.startswith("bigfile"):
+                shutil.rmtree(root)  # big files and DVC's cache go as soon as measured
 
 
 # -- the table --------------------------------------------------------------
@@ -256,6 +276,13 @@ def main() -> None:
         scenario(
             f"wide-{n}", lambda r, n=n: make_pipeline(r, n), n, peers_ok(n), all_measures, rows
         )
+    sizes = sorted(int(s) for s in args.stages.split(",") if s)
+    if len(sizes) > 1:  # a stage's own cost, the fixed start-up (imports, parsing) left out
+        a, b = sizes[0], sizes[-1]
+        small, big = rows.get((f"wide-{a}", "cold", a), {}), rows.get((f"wide-{b}", "cold", b), {})
+        rows[(f"wide-{a} to {b}", "cold, each stage added", b - a)] = {
+            t: (big[t] - small[t]) / (b - a) for t in big if t in small
+        }
     if args.chain:
         n = args.chain
         scenario(f"chain-{n}", lambda r: make_chain(r, n), n, peers_ok(n), ("incremental",), rows)

@@ -209,6 +209,8 @@ def _block(data: dict, indent: int, w: _Writer, memo: dict) -> None:
 
 def dump(data: dict) -> str | None:
     """The YAML text of `data` as yaml would write it, or None when that needs yaml."""
+    if not data:  # yaml writes an empty mapping in flow style, "{}"
+        return None
     w = _Writer()
     try:
         _block(data, 0, w, {})

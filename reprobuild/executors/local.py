@@ -16,7 +16,8 @@ class LocalExecutor:
         self.pool = None  # made at the first submit(): a chain runs every stage here
         self.on_line = on_line
         self._procs: dict[str, object] = {}
-        self._lock = threading.Lock()
+        # reentrant: Ctrl-C's handler (terminate) may interrupt this thread inside started()
+        self._lock = threading.RLock()
         self.stopping = False
 
     def submit(self, job: Job):

@@ -325,3 +325,26 @@ def test_a_stage_with_nothing_beside_it_runs_on_the_builders_thread(ws, monkeypa
     ws.write({"a.txt": "changed\n"})
     assert ws.run("build", "-j", "2", "--force").code == 0
     assert pooled  # a and d were ready together
+    pooled.clear()
+    ws.write({"a.txt": "again\n"})
+    assert ws.run("build", "-j", "1", "--force").code == 0
+    assert pooled == []  # at -j 1 each stage runs alone, whatever else is ready
+
+
+def test_ctrl_c_inside_a_stages_start_does_not_deadlock():
+    """Ctrl-C's handler (terminate) runs on the builder's thread, which may be inside
+    started(), holding the executor's lock, when the signal arrives."""
+    import threading
+
+    from reprobuild.executors.local import LocalExecutor
+
+    executor, done = LocalExecutor(1), threading.Event()
+
+    def interrupted_inside_started():
+        with executor._lock:
+            executor.terminate()
+        done.set()
+
+    threading.Thread(target=interrupted_inside_started, daemon=True).start()
+    assert done.wait(5)
+    assert executor.stopping

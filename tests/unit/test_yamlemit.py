@@ -236,3 +236,8 @@ def test_a_realistic_lockfile_is_the_same_either_way(monkeypatch):
 
     monkeypatch.setattr(lockfile, "_yaml", no_yaml)
     assert lockfile.dumps(stages, sources) == slow
+
+
+def test_an_empty_mapping_is_left_to_yaml():
+    assert yamlemit.dump({}) is None  # yaml writes "{}": no block style to write
+    assert yamlemit.dump({"a": {}}) is None  # (empty containers are declined anywhere)

@@ -50,7 +50,9 @@ unnamed file in its own folder (O_TMPFILE) and linked in under its name once
 whole, where the filesystem allows. Durability: a single insert fsyncs the object and its
 folder; a build (and a folder's many files) writes objects and run records
 without an fsync each and syncs the filesystem once before the lockfile that
-names them is written (group commit, `commit()`). Every restore re-hashes the bytes it copies and
+names them is written (group commit, `commit()`). A build's small outs are
+held in memory, hashed, and written while its next stage runs
+(`defer_writes`); `commit()` writes any still held before it syncs. Every restore re-hashes the bytes it copies and
 refuses (and quarantines) an object whose bytes do not match its name, so a
 corrupt object is never served. Outputs reach the workspace by reflink where
 the filesystem supports it, else by copy; `link: hardlink|symlink` trades

@@ -27,7 +27,6 @@ import datetime
 import os
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -90,21 +89,7 @@ def make_certificate(folder: Path) -> tuple[Path, Path]:
 
 
 def start_tls_server(port: int, cert: Path, key: Path) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
-        + ["-c", str(cert), "-k", str(key)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    sys.exit("moto server did not start")
+    return start_server(port, "-c", str(cert), "-k", str(key))
 
 
 def cpu_of(pid: int) -> float:

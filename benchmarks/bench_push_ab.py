@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_remote import free_port, start_server, wipe  # noqa: E402
+from bench_remote import client_env, free_port, make_bucket, start_server, wipe  # noqa: E402
 
 GEN = """\
 import os, sys
@@ -132,14 +132,7 @@ def main() -> None:
     else:
         server = start_server(port)
     scheme = "https" if args.https else "http"
-    env = {
-        **os.environ,
-        "AWS_ACCESS_KEY_ID": "bench",
-        "AWS_SECRET_ACCESS_KEY": "bench",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": f"{scheme}://127.0.0.1:{port}",
-    }
-    env.pop("AWS_PROFILE", None)
+    env = client_env(f"{scheme}://127.0.0.1:{port}")
     push = ["push", "big", "--remote"]
     contenders: dict[str, object] = {}
     if not args.no_base:
@@ -170,15 +163,7 @@ def main() -> None:
         ]
     results: dict[str, list[tuple[float, float, float, int]]] = {name: [] for name in contenders}
     try:
-        import boto3
-
-        boto3.client(
-            "s3",
-            endpoint_url=env["AWS_ENDPOINT_URL"],
-            region_name="us-east-1",
-            aws_access_key_id="bench",
-            aws_secret_access_key="bench",
-        ).create_bucket(Bucket="bench")
+        make_bucket(env)
         with tempfile.TemporaryDirectory() as tmp:
             ws = Path(tmp)
             (ws / "gen_big.py").write_text(GEN)

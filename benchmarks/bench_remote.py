@@ -86,6 +86,32 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def client_env(endpoint: str) -> dict:
+    """The environment every client runs with: the server's endpoint, its credentials."""
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+    }
+    env.pop("AWS_PROFILE", None)
+    return env
+
+
+def make_bucket(env: dict, name: str = "bench") -> None:
+    """The bucket the runs push to, on the server `env` points at."""
+    import boto3
+
+    boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id="bench",
+        aws_secret_access_key="bench",
+    ).create_bucket(Bucket=name)
+
+
 def start_server(port: int, *args: str) -> subprocess.Popen:
     """moto's server on loopback (`args`: more of its options, e.g. a certificate)."""
     proc = subprocess.Popen(
@@ -338,24 +364,9 @@ def main() -> None:
     args = ap.parse_args()
     port = free_port()
     server = start_server(port)
-    env = {
-        **os.environ,
-        "AWS_ACCESS_KEY_ID": "bench",
-        "AWS_SECRET_ACCESS_KEY": "bench",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-    }
-    env.pop("AWS_PROFILE", None)
+    env = client_env(f"http://127.0.0.1:{port}")
     try:
-        import boto3
-
-        boto3.client(
-            "s3",
-            endpoint_url=env["AWS_ENDPOINT_URL"],
-            region_name="us-east-1",
-            aws_access_key_id="bench",
-            aws_secret_access_key="bench",
-        ).create_bucket(Bucket="bench")
+        make_bucket(env)
         with tempfile.TemporaryDirectory() as tmp:
             rows = bench(Path(tmp), env, args)
     finally:

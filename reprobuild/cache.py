@@ -776,9 +776,10 @@ class Cache:
         the very bytes that were hashed, so an out changed since cannot slip in. commit()
         and restore() write them first: no lockfile (nor run record, written after) names
         an object not yet written, and a crash loses only objects nothing durable names."""
-        import threading  # (pool threads store outs while the builder writes)
+        if self._later is None:  # (held from an earlier build on this Cache: kept)
+            import threading  # (pool threads store outs while the builder writes)
 
-        self._later, self._later_lock = {}, threading.Lock()
+            self._later, self._later_lock = {}, threading.Lock()
 
     def write_deferred(self) -> None:
         if not self._later:
@@ -789,6 +790,7 @@ class Cache:
             try:
                 if not os.path.isfile(self.object_str(digest)):
                     self.make_dirs(self.tmp)
+                    self._unsynced = True
                     self.write_object(digest, data, mode)  # unsynced: the group commit's
             except BaseException:  # (a full disk): kept, so no commit() passes them by
                 with self._later_lock:
@@ -840,6 +842,7 @@ class Cache:
         sync: bool = True,
     ) -> None:
         """Store a run record; `sync=False` leaves its durability to the group commit."""
+        self.write_deferred()  # the objects it may name first
         record = {
             "schema": RUN_SCHEMA,
             "key": key,

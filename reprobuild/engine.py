@@ -176,8 +176,8 @@ class Builder:
         self.claims: dict = {}  # stage -> release() of its key claim, held until recorded
         # Run records of finished stages, written while the next stage runs (_idle): a new
         # file each (with, in a new cache, a new folder), off the path from one stage to
-        # the next. Each with the release() of its key's claim, held until it is written.
-        self.runs_later: list[tuple[tuple, dict]] = []
+        # the next. (key, stage, outs, profile) each.
+        self.runs_later: list[tuple] = []
         self.idle_error: BaseException | None = None
         self.executor = None  # made when a stage first runs: a no-op build needs none
         self.trash = Trash(project.ws.state_dir / "trash")  # outs about to be replaced
@@ -271,14 +271,14 @@ class Builder:
 
                     self._idle(lockfile=False)  # (run_here's stages had theirs as they started)
                     done, _ = wait(list(running), return_when=FIRST_COMPLETED)
-                if self.idle_error is not None:
-                    raise self.idle_error
                 for fut in sorted(done, key=lambda f: order[running[f][0].stage]):
                     d, job = running.pop(fut)
                     failed = not self._finish(d, job, fut)
                     ready = self._release(d.stage, failed, waiting, ready, order, bad)
                     if failed and not self.opts.keep_going:
                         stop = True
+                if self.idle_error is not None:
+                    raise self.idle_error
                 if not all(isinstance(f, Done) for f in done):
                     self.writer.flush(force=False)  # (run_here's: as the next stage starts)
                 if self.summary.interrupted:
@@ -341,13 +341,11 @@ class Builder:
             self.idle_error = exc
 
     def _write_runs_later(self) -> None:
-        self.p.cache.write_deferred()  # the objects first: the records name them
         while self.runs_later:
-            args, release = self.runs_later[0]
+            key, stage, outs, profile = self.runs_later[0]
             # synced with the lockfile (group commit): a lost record is a run, not a wrong result
-            self.p.cache.write_run(*args, sync=False)
+            self.p.cache.write_run(key, stage, outs, profile=profile, sync=False)
             self.runs_later.pop(0)
-            release()
 
     def _accounted(self) -> set:
         s = self.summary
@@ -537,11 +535,15 @@ class Builder:
         try:
             return self._finish_run(d, job, fut)
         finally:
-            release = self.claims.pop(d.stage, lambda: None)
-            if self.runs_later and self.runs_later[-1][0][1] == d.stage:
-                self.runs_later[-1] = (self.runs_later[-1][0], release)  # once it is written
-            else:
-                release()
+            release = self.claims.pop(d.stage, None)
+            if release is not None:
+                # a claim (builds sharing a cache, as experiments) is released once the
+                # record is written, which then is at once: a build holds one claim at a
+                # time, and the others waiting for the key find the record
+                try:
+                    self._write_runs_later()
+                finally:
+                    release()
 
     def _finish_run(self, d: Decision, job: Job, fut) -> bool:
         name = d.stage
@@ -624,7 +626,7 @@ class Builder:
         while the next stage runs (or at the end of the build)."""
         entry = d.state.lock_entry(dict(sorted(outs.items())))
         if write_run:
-            self.runs_later.append(((d.state.key, d.stage, outs, profile), lambda: None))
+            self.runs_later.append((d.state.key, d.stage, outs, profile))
             if not later:
                 self._write_runs_later()
         self.entries[d.stage] = entry

@@ -469,8 +469,8 @@ def test_a_stage_is_recorded_while_the_next_one_runs(ws, monkeypatch, chained):
         return real_spawn(job, cmd, *args, **kwargs)
 
     def record(self, key, stage, *args, **kwargs):
-        events.append(("record", stage))
-        return real_record(self, key, stage, *args, **kwargs)
+        real_record(self, key, stage, *args, **kwargs)
+        events.append(("record", stage))  # (written after the objects it names)
 
     monkeypatch.setattr(executors, "_run_one", spawn)
     monkeypatch.setattr(cache_mod.Cache, "write_run", record)
@@ -491,3 +491,42 @@ def test_a_stage_is_recorded_while_the_next_one_runs(ws, monkeypatch, chained):
     for name in ("one.txt", "two.txt", "three.txt"):
         (ws.root / name).unlink()
     assert stages_restored(ws.run("build")) == ["first", "second", "third"]
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_build_holds_one_key_claim_at_a_time_released_once_recorded(ws, jobs):
+    """Builds sharing a cache (experiments) claim a stage's key while it runs: the claim
+    is let go once the record is written, before the next is taken, so that a build never
+    waits for itself (two keys can share a lock stripe) nor others for its whole build."""
+    from reprobuild.engine import BuildOptions, build
+    from reprobuild.executors.local import LocalExecutor
+    from reprobuild.project import Project
+    from reprobuild.reporter import Reporter
+
+    ws.write(
+        {
+            "reprobuild.yaml": """\
+                stages:
+                  a: {cmd: echo a > a.txt, outs: [a.txt]}
+                  b: {cmd: cat a.txt > b.txt, deps: [a.txt], outs: [b.txt]}
+                  c: {cmd: cat b.txt > c.txt, deps: [b.txt], outs: [c.txt]}
+                """
+        }
+    )
+    project = Project.open(str(ws.root / "reprobuild.yaml"), None, cwd=ws.root)
+    held, events = [], []
+
+    def claim(key):
+        assert not held, "a second claim while one is held"
+        held.append(key)
+
+        def release():
+            assert project.cache.run_path(key).is_file()  # the others will find it
+            held.remove(key)
+            events.append(key)
+
+        return release
+
+    opts = BuildOptions(jobs=jobs, claim=claim)
+    summary = build(project, opts, Reporter(), executor=LocalExecutor(jobs))
+    assert summary.ran == ["a", "b", "c"] and len(events) == 3 and not held

@@ -391,3 +391,14 @@ def test_deferred_objects_are_written_from_the_bytes_hashed_and_kept_on_failure(
     (tmp_path / "c.txt").write_bytes(b"third\n")
     c = cache.insert(str(tmp_path / "c.txt"), hasher, sync=True)  # durable at once: not held
     assert cache.object_path(c.hash).read_bytes() == b"third\n"
+
+
+def test_a_run_record_is_written_after_the_held_objects(tmp_path, cache):
+    """A record (a pulled one, written at once) may name an object held in memory: the
+    object reaches the disk first, so no record ever names a missing object."""
+    cache.defer_writes()
+    (tmp_path / "out.txt").write_bytes(b"made by a stage\n")
+    meta = cache.insert(str(tmp_path / "out.txt"), Hasher(StatCache(None)), sync=False)
+    assert not cache.object_path(meta.hash).exists()
+    cache.write_run("ab" * 16, "s", {"out.txt": meta}, pulled=True)
+    assert cache.object_path(meta.hash).read_bytes() == b"made by a stage\n"

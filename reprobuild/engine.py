@@ -279,8 +279,10 @@ class Builder:
                         stop = True
                 if self.idle_error is not None:
                     raise self.idle_error
-                if not all(isinstance(f, Done) for f in done):
-                    self.writer.flush(force=False)  # (run_here's: as the next stage starts)
+                if not all(isinstance(f, Done) for f in done) or not getattr(
+                    self.executor, "idle", None
+                ):
+                    self.writer.flush(force=False)  # (else as the next stage starts: _idle)
                 if self.summary.interrupted:
                     stop = True
             if stop and not self.opts.keep_going:

@@ -530,3 +530,45 @@ def test_a_build_holds_one_key_claim_at_a_time_released_once_recorded(ws, jobs):
     opts = BuildOptions(jobs=jobs, claim=claim)
     summary = build(project, opts, Reporter(), executor=LocalExecutor(jobs))
     assert summary.ran == ["a", "b", "c"] and len(events) == 3 and not held
+
+
+@pytest.mark.parametrize("idle", [True, False])
+def test_a_finished_stage_reaches_the_lockfile_by_the_end_of_the_next(ws, monkeypatch, idle):
+    """A finished stage's entry is written (when a write is due) while the next stage runs,
+    or, under an executor with nothing to run meanwhile (experiments'), before it starts."""
+    import types
+
+    from reprobuild import executors, lockfile
+    from reprobuild.engine import BuildOptions, build
+    from reprobuild.executors.local import LocalExecutor
+    from reprobuild.project import Project
+    from reprobuild.reporter import Reporter
+
+    ws.write(
+        {
+            "reprobuild.yaml": """\
+                stages:
+                  a: {cmd: echo a > a.txt, outs: [a.txt]}
+                  b: {cmd: cat a.txt > b.txt, deps: [a.txt], outs: [b.txt]}
+                  c: {cmd: cat b.txt > c.txt, deps: [b.txt], outs: [c.txt]}
+                """
+        }
+    )
+    # writes that cost nothing are always due
+    monkeypatch.setattr(lockfile, "time", types.SimpleNamespace(monotonic=lambda: 0.0))
+    monkeypatch.setattr(lockfile, "WRITE_COST", 0.0)
+    seen, real = {}, executors._run_one
+
+    def run_one(job, *args, **kwargs):
+        code = real(job, *args, **kwargs)  # (an idle's write happens while it runs)
+        seen[job.stage] = sorted(lockfile.read(ws.root / "reprobuild.lock")[0])
+        return code
+
+    monkeypatch.setattr(executors, "_run_one", run_one)
+    project = Project.open(str(ws.root / "reprobuild.yaml"), None, cwd=ws.root)
+    executor = LocalExecutor(1, idle=None)
+    if idle:
+        executor = None  # the build makes its own, which works while a stage runs
+    summary = build(project, BuildOptions(jobs=1), Reporter(), executor=executor)
+    assert summary.ran == ["a", "b", "c"]
+    assert seen == {"a": [], "b": ["a"], "c": ["a", "b"]}

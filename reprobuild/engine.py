@@ -44,7 +44,9 @@ class BuildOptions:
     pull: bool = False  # consult the remote's run records before running a stage
     remote: str | None = None  # --remote URL (else REPROBUILD_REMOTE, else `remote:`)
     # claim(key) -> release(): waits while another build runs that key (experiments.KeyLocks);
-    # the stage is decided again once claimed, so a result made meanwhile is restored
+    # the stage is decided again once claimed, so a result made meanwhile is restored. A
+    # build holds one claim per running stage: with jobs=1 (as experiments run), one at a
+    # time, so two keys sharing a KeyLocks stripe never make a build wait for itself
     claim: object = None
     strict: bool = False  # same key, different bytes fails the stage (alarm.py)
 
@@ -335,6 +337,7 @@ class Builder:
         if self.idle_error is not None:
             return
         try:
+            self.p.cache.write_deferred()  # (also the objects of stages with no run record)
             self._write_runs_later()
             if lockfile:
                 self.writer.flush(force=False)

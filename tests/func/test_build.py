@@ -493,6 +493,14 @@ def test_a_stage_is_recorded_while_the_next_one_runs(ws, monkeypatch, chained):
     assert stages_restored(ws.run("build")) == ["first", "second", "third"]
 
 
+CHAIN = """\
+stages:
+  a: {cmd: echo a > a.txt, outs: [a.txt]}
+  b: {cmd: cat a.txt > b.txt, deps: [a.txt], outs: [b.txt]}
+  c: {cmd: cat b.txt > c.txt, deps: [b.txt], outs: [c.txt]}
+"""
+
+
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_a_build_holds_one_key_claim_at_a_time_released_once_recorded(ws, jobs):
     """Builds sharing a cache (experiments) claim a stage's key while it runs: the claim
@@ -503,16 +511,7 @@ def test_a_build_holds_one_key_claim_at_a_time_released_once_recorded(ws, jobs):
     from reprobuild.project import Project
     from reprobuild.reporter import Reporter
 
-    ws.write(
-        {
-            "reprobuild.yaml": """\
-                stages:
-                  a: {cmd: echo a > a.txt, outs: [a.txt]}
-                  b: {cmd: cat a.txt > b.txt, deps: [a.txt], outs: [b.txt]}
-                  c: {cmd: cat b.txt > c.txt, deps: [b.txt], outs: [c.txt]}
-                """
-        }
-    )
+    ws.write({"reprobuild.yaml": CHAIN})
     project = Project.open(str(ws.root / "reprobuild.yaml"), None, cwd=ws.root)
     held, events = [], []
 
@@ -544,16 +543,7 @@ def test_a_finished_stage_reaches_the_lockfile_by_the_end_of_the_next(ws, monkey
     from reprobuild.project import Project
     from reprobuild.reporter import Reporter
 
-    ws.write(
-        {
-            "reprobuild.yaml": """\
-                stages:
-                  a: {cmd: echo a > a.txt, outs: [a.txt]}
-                  b: {cmd: cat a.txt > b.txt, deps: [a.txt], outs: [b.txt]}
-                  c: {cmd: cat b.txt > c.txt, deps: [b.txt], outs: [c.txt]}
-                """
-        }
-    )
+    ws.write({"reprobuild.yaml": CHAIN})
     # writes that cost nothing are always due
     monkeypatch.setattr(lockfile, "time", types.SimpleNamespace(monotonic=lambda: 0.0))
     monkeypatch.setattr(lockfile, "WRITE_COST", 0.0)

@@ -1,6 +1,6 @@
 """Interleaved A/B of a 1 GiB push: `reprobuild push` against `aws s3 cp`, same server, same file.
 
-    python benchmarks/bench_push_ab.py --aws /work/venv-aws/bin/aws [--rounds 7] [--gib 1]
+    python benchmarks/bench_push_ab.py --aws PATH/TO/aws [--rounds 7] [--gib 1]
         [--variant NAME='python code run before reprobuild's main']...
 
 One moto server on loopback (its own process). Each round makes a fresh object

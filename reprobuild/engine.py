@@ -627,13 +627,12 @@ class Builder:
         profile: dict | None = None,
         later: bool = False,
     ) -> None:
-        """The stage's lockfile entry and run record: with `later`, both written by _idle
-        while the next stage runs (or at the end of the build)."""
+        """The stage's lockfile entry and run record; the record is written by _idle while
+        the next stage runs (or at the end of the build), and with `later` so is a
+        lockfile write that is due."""
         entry = d.state.lock_entry(dict(sorted(outs.items())))
         if write_run:
             self.runs_later.append((d.state.key, d.stage, outs, profile))
-            if not later:
-                self._write_runs_later()
         self.entries[d.stage] = entry
         self.writer.update(d.stage, entry, flush=not later)
 

@@ -336,7 +336,7 @@ def spy_part_payloads(monkeypatch) -> list:
     return signed
 
 
-@pytest.mark.parametrize("own_config", [False, True])
+@pytest.mark.parametrize("own_config", ["none", "client", "file"])
 def test_over_http_parts_carry_a_crc32_and_their_body_is_not_sha256_hashed(
     tmp_path, s3_env, small_parts, monkeypatch, own_config
 ):
@@ -347,16 +347,19 @@ def test_over_http_parts_carry_a_crc32_and_their_body_is_not_sha256_hashed(
     (tmp_path / "big.bin").write_bytes(big_bytes(seed=4, size=size))
     digest, _ = hash_file_raw(str(tmp_path / "big.bin"))
     signed = spy_part_payloads(monkeypatch)
-    # a payload_signing_enabled of the user's own (as in ~/.aws/config) is obeyed
-    config = {"s3": {"payload_signing_enabled": True}} if own_config else {}
+    # a payload_signing_enabled of the user's own is obeyed, in ~/.aws/config as in code
+    config = {"s3": {"payload_signing_enabled": True}} if own_config == "client" else {}
+    if own_config == "file":
+        (tmp_path / "aws-config").write_text("[default]\ns3 =\n  payload_signing_enabled = true\n")
+        monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
     fs = s3fs.S3FileSystem(
         client_kwargs={"endpoint_url": s3_env}, config_kwargs=config, skip_instance_cache=True
     )
-    bucket = f"plain-{own_config}".lower()
+    bucket = f"plain-{own_config}"
     fs.mkdir(bucket)
     assert transfer.upload(fs, str(tmp_path / "big.bin"), f"{bucket}/obj", digest, lambda n: None)
     assert len(signed) == 4
-    if own_config:
+    if own_config != "none":
         assert all(len(value) == 64 for value in signed)  # the body's SHA-256
     else:
         assert signed == ["UNSIGNED-PAYLOAD"] * 4
